@@ -1,0 +1,223 @@
+/**
+ * Configuration: explicit options ⊕ environment ⊕ config file ⊕ defaults,
+ * in that order of precedence, validated with zod. A bad value fails fast
+ * with a {@link ConfigError} that names the option, variable or file field
+ * and the value.
+ *
+ * @module
+ */
+
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import type { DiscoveryBackend } from "../discovery/discovery.js";
+import { ConfigError } from "../errors.js";
+import { parseOptions } from "./validate.js";
+
+/** The environment variables meshlink reads. Their names are part of the public contract. */
+export const ENV = {
+  REGION: "MESHLINK_REGION",
+  ZONE: "MESHLINK_ZONE",
+  FAILOVER: "MESHLINK_FAILOVER",
+  CONFIG: "MESHLINK_CONFIG",
+} as const;
+
+const LOCALITY = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
+const localityName = (what: string) =>
+  z.string().regex(LOCALITY, `invalid ${what}: letters, digits, '.', '_' and '-' only`);
+
+const policySchema = z.strictObject({
+  attempts: z.number().int().min(1).max(10).optional(),
+  perTryTimeout: z.number().int().positive().max(3_600_000).optional(),
+  retryOn: z.array(z.number().int().min(100).max(599)).optional(),
+});
+
+const outlierSchema = z.strictObject({
+  consecutiveFailures: z.number().int().min(1).max(1000).optional(),
+  baseEjectionTime: z.number().int().positive().optional(),
+  maxEjectionTime: z.number().int().positive().optional(),
+});
+
+const fileSchema = z.strictObject({
+  region: localityName("region").optional(),
+  zone: localityName("zone").optional(),
+  failover: z.array(localityName("region")).optional(),
+  discovery: z
+    .array(
+      z
+        .record(z.string(), z.unknown())
+        .refine((o) => Object.keys(o).length === 1, "each discovery entry names exactly one backend kind"),
+    )
+    .optional(),
+  policy: policySchema.optional(),
+  outlierDetection: outlierSchema.optional(),
+  settleTimeout: z.number().int().positive().optional(),
+});
+
+const optionsSchema = z.object({
+  region: localityName("region").optional(),
+  zone: localityName("zone").optional(),
+  failover: z.array(localityName("region")).optional(),
+  discovery: z.array(z.custom<DiscoveryBackend>(isBackend, "not a discovery backend")).optional(),
+  policy: policySchema.optional(),
+  outlierDetection: outlierSchema.optional(),
+  settleTimeout: z.number().int().positive().optional(),
+  config: z.string().min(1).optional(),
+  env: z.record(z.string(), z.string().optional()).optional(),
+});
+
+function isBackend(v: unknown): v is DiscoveryBackend {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof (v as DiscoveryBackend).watch === "function" &&
+    typeof (v as DiscoveryBackend).name === "string"
+  );
+}
+
+/** Retry and timeout options; see {@link MeshOptions.policy}. */
+export type PolicyConfig = z.infer<typeof policySchema>;
+/** Outlier detection options; see {@link MeshOptions.outlierDetection}. */
+export type OutlierConfig = z.infer<typeof outlierSchema>;
+
+/** Options of `createMesh`. Every one is optional: the environment, the config file and defaults fill in. */
+export interface MeshOptions {
+  /** The caller's region; default `MESHLINK_REGION`, then the config file, then unknown. */
+  region?: string;
+  /** The caller's zone; default `MESHLINK_ZONE`, then the config file. */
+  zone?: string;
+  /** Regions to fail over to, in order; default `MESHLINK_FAILOVER` (comma-separated). */
+  failover?: string[];
+  /** Discovery backends; default the config file's `discovery` list. Several may serve one name: their endpoints merge. */
+  discovery?: DiscoveryBackend[];
+  /** Attempts, per-try timeout and retryable statuses. */
+  policy?: PolicyConfig;
+  /** When an endpoint is ejected, and for how long. */
+  outlierDetection?: OutlierConfig;
+  /** How long a first call waits for discovery backends that have not answered yet, in ms; default 5 000. */
+  settleTimeout?: number;
+  /** Path of a JSON or YAML config file; default `MESHLINK_CONFIG`. */
+  config?: string;
+  /** The environment to read; default `process.env`. */
+  env?: Record<string, string | undefined>;
+}
+
+/** One discovery backend described in the config file: its kind and raw options. */
+export interface BackendSpec {
+  /** The kind, e.g. `static`. */
+  readonly kind: string;
+  /** The backend's options as written. */
+  readonly options: unknown;
+  /** Where it was written, for error messages: `<file>: discovery[0].static`. */
+  readonly source: string;
+}
+
+/** The configuration after merging every source. */
+export interface ResolvedConfig {
+  /** The caller's region ("" when unknown). */
+  readonly region: string;
+  /** The caller's zone ("" when unknown). */
+  readonly zone: string;
+  /** Failover regions, in order. */
+  readonly failover: readonly string[];
+  /** Backends given as options. */
+  readonly backends: readonly DiscoveryBackend[];
+  /** Backends described in the config file (used only when no backend was given as an option). */
+  readonly backendSpecs: readonly BackendSpec[];
+  /** Call policy. */
+  readonly policy: PolicyConfig;
+  /** Outlier detection. */
+  readonly outlierDetection: OutlierConfig;
+  /** Discovery settle timeout, ms. */
+  readonly settleTimeout: number;
+}
+
+function envLocality(
+  env: Record<string, string | undefined>,
+  name: string,
+  what: string,
+): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  const value = raw.trim();
+  if (!LOCALITY.test(value)) {
+    throw new ConfigError(name, raw, `invalid ${what}: letters, digits, '.', '_' and '-' only`);
+  }
+  return value;
+}
+
+/** Parses `MESHLINK_FAILOVER`: comma-separated regions, in order. */
+export function parseFailoverList(raw: string, source: string = ENV.FAILOVER): string[] {
+  const items = raw.split(",").map((s) => s.trim());
+  const seen = new Set<string>();
+  items.forEach((item, i) => {
+    if (item === "") throw new ConfigError(source, raw, `empty region at position ${i + 1}`);
+    if (!LOCALITY.test(item))
+      throw new ConfigError(source, raw, `invalid region ${JSON.stringify(item)} at position ${i + 1}`);
+    if (seen.has(item)) throw new ConfigError(source, raw, `region ${JSON.stringify(item)} listed twice`);
+    seen.add(item);
+  });
+  return items;
+}
+
+/** Reads and validates a JSON or YAML config file. */
+export function loadConfigFile(path: string, source: string): z.infer<typeof fileSchema> & { path: string } {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(source, path, `cannot read config file: ${(err as Error).message}`, { cause: err });
+  }
+  let data: unknown;
+  try {
+    data = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(
+      source,
+      path,
+      `config file is not valid ${/\.json$/i.test(path) ? "JSON" : "YAML"}: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  if (data === null || data === undefined) data = {};
+  return { ...parseOptions(fileSchema, data, `${path}: `), path };
+}
+
+/**
+ * Merges options, environment and config file into one validated
+ * configuration.
+ *
+ * @throws {@link ConfigError} naming the option, variable or file field and the bad value.
+ */
+export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
+  const opts = parseOptions(optionsSchema, options, "");
+  const env = opts.env ?? process.env;
+  const filePath = opts.config ?? (env[ENV.CONFIG] || undefined);
+  const file =
+    filePath === undefined ? undefined : loadConfigFile(filePath, opts.config ? "config" : ENV.CONFIG);
+
+  const envFailover = env[ENV.FAILOVER] ? parseFailoverList(env[ENV.FAILOVER]!) : undefined;
+  const failover = opts.failover ?? envFailover ?? file?.failover ?? [];
+  const region = opts.region ?? envLocality(env, ENV.REGION, "region") ?? file?.region ?? "";
+  const dup = failover.find((r, i) => failover.indexOf(r) !== i);
+  if (dup !== undefined)
+    throw new ConfigError("failover", failover, `region ${JSON.stringify(dup)} listed twice`);
+
+  const backendSpecs = (file?.discovery ?? []).map((entry, i) => {
+    const kind = Object.keys(entry)[0]!;
+    return { kind, options: entry[kind], source: `${file!.path}: discovery[${i}].${kind}` };
+  });
+
+  return {
+    region,
+    zone: opts.zone ?? envLocality(env, ENV.ZONE, "zone") ?? file?.zone ?? "",
+    failover,
+    backends: opts.discovery ?? [],
+    backendSpecs: opts.discovery ? [] : backendSpecs,
+    policy: { ...file?.policy, ...opts.policy },
+    outlierDetection: { ...file?.outlierDetection, ...opts.outlierDetection },
+    settleTimeout: opts.settleTimeout ?? file?.settleTimeout ?? 5_000,
+  };
+}

@@ -1,0 +1,164 @@
+/**
+ * The static backend: endpoints listed in options or the config file. For
+ * development, tests, the demo, and fixed external services.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { parseOptions } from "../config/validate.js";
+import { ConfigError } from "../errors.js";
+import type { DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "./discovery.js";
+import { createEndpoint, type Endpoint } from "./endpoint.js";
+import { parseServiceName, type ServiceName } from "./names.js";
+
+const portSchema = z.number().int().min(1).max(65535);
+
+/** The zod schema of one static endpoint. */
+const staticEndpointSchema = z.strictObject({
+  address: z.string().min(1, "address must not be empty"),
+  port: portSchema,
+  cluster: z.string().min(1, "cluster must not be empty"),
+  region: z.string().optional(),
+  zone: z.string().optional(),
+  subzone: z.string().optional(),
+  weight: z.number().int().min(1).max(1_000_000).optional(),
+  backup: z.boolean().optional(),
+  ready: z.boolean().optional(),
+  terminating: z.boolean().optional(),
+  identity: z.string().optional(),
+});
+
+/** @internal The zod schema of {@link StaticDiscoveryOptions}, shared with the config loader. */
+export const staticDiscoverySchema = z.strictObject({
+  name: z.string().min(1).optional(),
+  services: z.record(z.string(), z.array(staticEndpointSchema)),
+});
+
+/** One endpoint of a static service. */
+export interface StaticEndpoint {
+  /** IP address or host name. */
+  address: string;
+  /** The port to connect to, whatever port the URL names. */
+  port: number;
+  /** The cluster this endpoint belongs to. */
+  cluster: string;
+  /** Region of the cluster. */
+  region?: string;
+  /** Zone inside the region. */
+  zone?: string;
+  /** Sub-zone. */
+  subzone?: string;
+  /** Relative weight inside its tier; default 1. */
+  weight?: number;
+  /** Used only when no other tier has a healthy endpoint; default false. */
+  backup?: boolean;
+  /** Ready for traffic; default true. */
+  ready?: boolean;
+  /** Shutting down; default false. */
+  terminating?: boolean;
+  /** Expected TLS identity (SPIFFE ID). */
+  identity?: string;
+}
+
+/** Options of {@link staticDiscovery}. */
+export interface StaticDiscoveryOptions {
+  /** Instance name shown in `describe()`; default `static`. */
+  name?: string;
+  /** Endpoints by service name, in any form {@link parseServiceName} accepts. */
+  services: Record<string, StaticEndpoint[]>;
+}
+
+/** A static backend; its endpoint list can be replaced at run time with {@link StaticBackend.update}. */
+export interface StaticBackend extends DiscoveryBackend {
+  /**
+   * Replaces the endpoints of the given services (others are kept); every
+   * watcher of a changed service receives the new set. An empty list removes
+   * the service (watchers see not-found).
+   */
+  update(services: Record<string, StaticEndpoint[]>): void;
+}
+
+function build(
+  backend: string,
+  services: Record<string, StaticEndpoint[]>,
+  prefix: string,
+): Map<string, readonly Endpoint[]> {
+  const out = new Map<string, readonly Endpoint[]>();
+  for (const [raw, list] of Object.entries(services)) {
+    let name: ServiceName;
+    try {
+      name = parseServiceName(raw);
+    } catch (err) {
+      throw new ConfigError(`${prefix}services[${JSON.stringify(raw)}]`, raw, (err as Error).message, {
+        cause: err,
+      });
+    }
+    out.set(
+      name.key,
+      Object.freeze(
+        list.map((e) =>
+          createEndpoint({
+            ...e,
+            backend,
+          }),
+        ),
+      ),
+    );
+  }
+  return out;
+}
+
+/**
+ * Creates a static discovery backend.
+ *
+ * @throws {@link ConfigError} for a malformed option, naming the option path and the value.
+ * @example
+ * ```ts
+ * const backend = staticDiscovery({ services: { "my-service.default": [
+ *   { address: "10.0.1.7", port: 8080, cluster: "cluster-east", region: "us-east-1", zone: "us-east-1a" },
+ * ] } });
+ * ```
+ */
+export function staticDiscovery(options: StaticDiscoveryOptions, prefix = ""): StaticBackend {
+  const opts = parseOptions(staticDiscoverySchema, options, prefix);
+  const name = opts.name ?? "static";
+  const table = build(name, opts.services, prefix ? `${prefix}.` : "");
+  const waiters = new Set<() => void>();
+
+  const current = (key: string): DiscoveryUpdate => {
+    const endpoints = table.get(key);
+    return endpoints === undefined || endpoints.length === 0
+      ? { kind: "not-found" }
+      : { kind: "bound", endpoints };
+  };
+
+  return {
+    name,
+    claims: (service) => (table.get(service.key)?.length ?? 0) > 0,
+    update(services) {
+      const parsed = parseOptions(staticDiscoverySchema.shape.services, services, "update");
+      for (const [key, endpoints] of build(name, parsed, "update.")) table.set(key, endpoints);
+      for (const wake of [...waiters]) wake();
+    },
+    async *watch(service, { signal }: WatchOptions) {
+      let last: readonly Endpoint[] | undefined | null = null;
+      while (!signal.aborted) {
+        const endpoints = table.get(service.key);
+        if (endpoints !== last) {
+          last = endpoints;
+          yield current(service.key);
+        }
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            waiters.delete(wake);
+            signal.removeEventListener("abort", wake);
+            resolve();
+          };
+          waiters.add(wake);
+          signal.addEventListener("abort", wake, { once: true });
+        });
+      }
+    },
+  };
+}

@@ -1,0 +1,237 @@
+/**
+ * Every error meshlink raises is a {@link MeshError} with a stable `code`
+ * (`MESHLINK_ERR_*`). Inside the library failures travel as values (discovery
+ * updates, pick results); they become thrown errors only at the façade.
+ *
+ * `instanceof` keeps working across duplicate installs of meshlink (two
+ * copies in one dependency tree), as undici's errors do: each class checks a
+ * global brand instead of its prototype chain.
+ *
+ * @module
+ */
+
+const kBrand = Symbol.for("meshlink.error");
+const kCode = Symbol.for("meshlink.error.code");
+
+/** The stable error codes, one per error class. */
+export const ErrorCodes = {
+  MESH: "MESHLINK_ERR_MESH",
+  CONFIG: "MESHLINK_ERR_CONFIG",
+  SERVICE_NAME: "MESHLINK_ERR_SERVICE_NAME",
+  DISCOVERY: "MESHLINK_ERR_DISCOVERY",
+  SERVICE_NOT_FOUND: "MESHLINK_ERR_SERVICE_NOT_FOUND",
+  NO_HEALTHY_ENDPOINT: "MESHLINK_ERR_NO_HEALTHY_ENDPOINT",
+  REQUEST_FAILED: "MESHLINK_ERR_REQUEST_FAILED",
+  CLOSED: "MESHLINK_ERR_CLOSED",
+} as const;
+
+/** One of the {@link ErrorCodes}. */
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Why one endpoint was not used, or failed, during a call. */
+export interface AttemptRecord {
+  /** The endpoint's id, `cluster/address:port`. */
+  readonly endpoint: string;
+  /** A short reason: an error code, `status 503`, `ejected`, … */
+  readonly reason: string;
+}
+
+/**
+ * The base of every meshlink error.
+ *
+ * @example
+ * ```ts
+ * try { await mesh.fetch(url) } catch (err) {
+ *   if (isMeshError(err, ErrorCodes.NO_HEALTHY_ENDPOINT)) console.log(err.tried)
+ * }
+ * ```
+ */
+export class MeshError extends Error {
+  /** The stable code of this error. */
+  readonly code: ErrorCode;
+
+  /** @internal */
+  constructor(message: string, code: ErrorCode = ErrorCodes.MESH, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = "MeshError";
+    Object.defineProperty(this, kBrand, { value: true });
+  }
+
+  /** Brand check, so that `instanceof` works across duplicate installs. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (typeof value !== "object" || value === null || (value as Record<symbol, unknown>)[kBrand] !== true) {
+      return false;
+    }
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass being checked against.
+    const wanted = (this as unknown as Record<symbol, unknown>)[kCode];
+    return wanted === undefined || (value as MeshError).code === wanted;
+  }
+}
+
+function brand(cls: object, code: ErrorCode): void {
+  Object.defineProperty(cls, kCode, { value: code });
+}
+
+/**
+ * A configuration value is invalid. `source` names the option path
+ * (`failover[1]`), the environment variable (`MESHLINK_FAILOVER`) or the
+ * config file field, and `value` is the offending value.
+ */
+export class ConfigError extends MeshError {
+  /** The option path, environment variable or file field that is wrong. */
+  readonly source: string;
+  /** The value that was rejected. */
+  readonly value: unknown;
+
+  /** @internal */
+  constructor(source: string, value: unknown, problem: string, options?: { cause?: unknown }) {
+    super(`${source}=${formatValue(value)}: ${problem}`, ErrorCodes.CONFIG, options);
+    this.name = "ConfigError";
+    this.source = source;
+    this.value = value;
+  }
+}
+brand(ConfigError, ErrorCodes.CONFIG);
+
+/** A service name is not in one of the accepted forms. */
+export class ServiceNameError extends MeshError {
+  /** The rejected name. */
+  readonly input: string;
+
+  /** @internal */
+  constructor(input: string, problem: string) {
+    super(`service name ${formatValue(input)}: ${problem}`, ErrorCodes.SERVICE_NAME);
+    this.name = "ServiceNameError";
+    this.input = input;
+  }
+}
+brand(ServiceNameError, ErrorCodes.SERVICE_NAME);
+
+/**
+ * A discovery backend could not produce endpoints (server down, garbage
+ * payload, timeout). The registry keeps the last-known-good set when this
+ * happens; the error is exposed through `describe()`.
+ */
+export class DiscoveryError extends MeshError {
+  /** The backend that failed, e.g. `dns` or `static`. */
+  readonly backend: string;
+  /** The service being resolved. */
+  readonly service: string;
+
+  /** @internal */
+  constructor(backend: string, service: string, message: string, options?: { cause?: unknown }) {
+    super(`${backend} discovery of ${service}: ${message}`, ErrorCodes.DISCOVERY, options);
+    this.name = "DiscoveryError";
+    this.backend = backend;
+    this.service = service;
+  }
+}
+brand(DiscoveryError, ErrorCodes.DISCOVERY);
+
+/** No discovery backend knows the service. */
+export class ServiceNotFoundError extends MeshError {
+  /** The service that was asked for. */
+  readonly service: string;
+
+  /** @internal */
+  constructor(service: string, backends: readonly string[]) {
+    super(
+      `service ${service} is not known to any discovery backend (asked: ${backends.join(", ") || "none configured"})`,
+      ErrorCodes.SERVICE_NOT_FOUND,
+    );
+    this.name = "ServiceNotFoundError";
+    this.service = service;
+  }
+}
+brand(ServiceNotFoundError, ErrorCodes.SERVICE_NOT_FOUND);
+
+/**
+ * The router has no endpoint it may use for the service: every endpoint is
+ * ejected, not ready, or was already tried by this call. `tried` lists each
+ * endpoint this call attempted and why it failed.
+ */
+export class NoHealthyEndpointError extends MeshError {
+  /** The service that was called. */
+  readonly service: string;
+  /** The endpoints this call tried, in order, and why each failed. */
+  readonly tried: readonly AttemptRecord[];
+  /** How many endpoints the service has in all, healthy or not. */
+  readonly known: number;
+
+  /** @internal */
+  constructor(
+    service: string,
+    known: number,
+    tried: readonly AttemptRecord[],
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `no healthy endpoint for ${service} (${known} known${tried.length ? `; tried ${formatTried(tried)}` : ""})`,
+      ErrorCodes.NO_HEALTHY_ENDPOINT,
+      options,
+    );
+    this.name = "NoHealthyEndpointError";
+    this.service = service;
+    this.known = known;
+    this.tried = tried;
+  }
+}
+brand(NoHealthyEndpointError, ErrorCodes.NO_HEALTHY_ENDPOINT);
+
+/**
+ * Every attempt of a call failed before a response arrived (connection
+ * refused, reset, timeout) and no retry was left or allowed. `cause` is the
+ * last attempt's error.
+ */
+export class RequestFailedError extends MeshError {
+  /** The service that was called. */
+  readonly service: string;
+  /** The endpoints this call tried, in order, and why each failed. */
+  readonly tried: readonly AttemptRecord[];
+
+  /** @internal */
+  constructor(service: string, tried: readonly AttemptRecord[], options?: { cause?: unknown }) {
+    super(`request to ${service} failed: ${formatTried(tried)}`, ErrorCodes.REQUEST_FAILED, options);
+    this.name = "RequestFailedError";
+    this.service = service;
+    this.tried = tried;
+  }
+}
+brand(RequestFailedError, ErrorCodes.REQUEST_FAILED);
+
+/** The mesh was closed; no new call or lookup is accepted. */
+export class MeshClosedError extends MeshError {
+  /** @internal */
+  constructor() {
+    super("the mesh is closed", ErrorCodes.CLOSED);
+    this.name = "MeshClosedError";
+  }
+}
+brand(MeshClosedError, ErrorCodes.CLOSED);
+
+/**
+ * True when `err` is a meshlink error, of the given code when one is given.
+ *
+ * @example
+ * ```ts
+ * if (isMeshError(err, ErrorCodes.CONFIG)) console.error(err.message)
+ * ```
+ */
+export function isMeshError(err: unknown, code?: ErrorCode): err is MeshError {
+  return err instanceof MeshError && (code === undefined || err.code === code);
+}
+
+function formatTried(tried: readonly AttemptRecord[]): string {
+  return tried.map((t) => `${t.endpoint} (${t.reason})`).join(", ");
+}
+
+/** @internal Renders a value for an error message: strings quoted, the rest as JSON. */
+export function formatValue(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

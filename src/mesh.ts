@@ -1,0 +1,258 @@
+/**
+ * The façade: `createMesh` wires configuration, discovery, registry, router,
+ * health, call policy and the HTTP transport together. It is the only module
+ * that imports across every concern.
+ *
+ * @module
+ */
+
+import { Agent, type Dispatcher } from "undici";
+import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
+import type { ClusterStatus, DiscoveryBackend } from "./discovery/discovery.js";
+import type { Endpoint } from "./discovery/endpoint.js";
+import { parseServiceName, type ServiceName } from "./discovery/names.js";
+import { Registry, type ServiceState } from "./discovery/registry.js";
+import { staticDiscovery } from "./discovery/static.js";
+import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js";
+import { HealthTracker, type HealthView } from "./resilience/health.js";
+import { CallPolicy } from "./resilience/policy.js";
+import { Balancer, TierMap } from "./routing/router.js";
+import { type HttpRoutes, meshInterceptor } from "./transport/http/interceptor.js";
+
+/** Builds a backend from its config-file entry; `source` names the entry for errors. */
+type BackendFactory = (options: never, source: string) => DiscoveryBackend;
+
+/** The backend kinds a config file may name. */
+const BACKEND_KINDS: Record<string, BackendFactory> = {
+  static: staticDiscovery as BackendFactory,
+};
+
+/** One endpoint as `mesh.resolve` returns it: in the router's order, with health. */
+export interface ResolvedEndpoint {
+  /** The endpoint. */
+  readonly endpoint: Endpoint;
+  /** The endpoint's tier for this caller: `zone`, `region`, `failover:<region>`, `other`, `backup`. */
+  readonly tier: string;
+  /** True when the router may send a call to it now. */
+  readonly available: boolean;
+  /** Why not, when not available: `ejected`, `probing`, `not-ready`, `terminating`. */
+  readonly unavailableReason: string | undefined;
+  /** Its health. */
+  readonly health: HealthView;
+}
+
+/** One backend's view of a service, in `describe()`. */
+export interface SourceDescription {
+  /** The backend. */
+  readonly backend: string;
+  /** Its last outcome. */
+  readonly state: ServiceState;
+  /** How many endpoints it contributes. */
+  readonly endpoints: number;
+  /** True when its endpoints are last-known-good from before a failure. */
+  readonly stale: boolean;
+  /** When it last answered (ISO time). */
+  readonly updatedAt: string | undefined;
+  /** Milliseconds since it last answered. */
+  readonly ageMs: number | undefined;
+  /** Its last error, while failing. */
+  readonly error: string | undefined;
+  /** Per-cluster freshness, for backends that ask several clusters. */
+  readonly clusters: readonly ClusterStatus[] | undefined;
+}
+
+/** One service in `describe()`. */
+export interface ServiceDescription {
+  /** The canonical name, with the port when one was asked. */
+  readonly service: string;
+  /** The merged state. */
+  readonly state: ServiceState;
+  /** Where the endpoints came from. */
+  readonly sources: readonly SourceDescription[];
+  /** Every endpoint, in the router's order. */
+  readonly endpoints: readonly {
+    readonly id: string;
+    readonly cluster: string;
+    readonly region: string;
+    readonly zone: string;
+    readonly tier: string;
+    readonly weight: number;
+    readonly backup: boolean;
+    readonly ready: boolean;
+    readonly available: boolean;
+    readonly health: HealthView;
+  }[];
+}
+
+/** The JSON snapshot `mesh.describe()` returns. */
+export interface MeshDescription {
+  /** The caller's locality and failover order. */
+  readonly locality: { readonly region: string; readonly zone: string; readonly failover: readonly string[] };
+  /** The discovery backends, by name. */
+  readonly backends: readonly string[];
+  /** Every service the mesh has resolved so far. */
+  readonly services: readonly ServiceDescription[];
+}
+
+/** An in-process service mesh. Created by {@link createMesh}. */
+export interface Mesh {
+  /**
+   * An undici dispatcher that routes mesh names and passes every other host
+   * through. `setGlobalDispatcher(mesh.dispatcher)` makes existing `fetch()`
+   * calls go through the mesh. Short `svc.ns` hosts are routed only when a
+   * backend claims them (they could be public domains).
+   */
+  readonly dispatcher: Dispatcher;
+  /** A drop-in WHATWG `fetch` (the global `Request`/`Response`), through the mesh. */
+  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
+  /**
+   * Every known endpoint of a service, ejected ones too, with health, in the
+   * router's order. Waits for discovery to answer.
+   *
+   * @throws {@link ServiceNameError} for a malformed name, {@link ServiceNotFoundError}
+   * when no backend knows it, {@link DiscoveryError} when every backend failed.
+   */
+  resolve(name: string, port?: number | string): Promise<ResolvedEndpoint[]>;
+  /** A JSON snapshot: services, endpoints, health, discovery staleness. */
+  describe(): MeshDescription;
+  /** The configuration in force. */
+  readonly config: ResolvedConfig;
+  /** Stops every watch and closes every connection pool once calls in flight end. Idempotent. */
+  close(): Promise<void>;
+}
+
+function buildBackends(config: ResolvedConfig): DiscoveryBackend[] {
+  if (config.backends.length > 0) return [...config.backends];
+  return config.backendSpecs.map((spec) => {
+    const factory = BACKEND_KINDS[spec.kind];
+    if (factory === undefined) {
+      throw new ConfigError(
+        spec.source.replace(/\.[^.]*$/, ""),
+        spec.kind,
+        `unknown discovery backend kind; known: ${Object.keys(BACKEND_KINDS).join(", ")}`,
+      );
+    }
+    return factory(spec.options as never, spec.source);
+  });
+}
+
+/**
+ * Creates a mesh. Every option is optional: the environment
+ * (`MESHLINK_REGION`, `MESHLINK_ZONE`, `MESHLINK_FAILOVER`, `MESHLINK_CONFIG`),
+ * the config file and defaults fill in.
+ *
+ * @throws {@link ConfigError} for a bad option, variable or file field, naming it and the value.
+ * @example
+ * ```ts
+ * import { setGlobalDispatcher } from "undici";
+ * const mesh = createMesh({ region: "us-east-1", failover: ["us-west-2"], discovery: [staticDiscovery({ services })] });
+ * const res = await mesh.fetch("http://my-service.default.svc.cluster.local:8080/api/data");
+ * setGlobalDispatcher(mesh.dispatcher); // plain fetch() to mesh names now routes too
+ * ```
+ */
+export function createMesh(options: MeshOptions = {}): Mesh {
+  const config = resolveConfig(options);
+  const backends = buildBackends(config);
+  const registry = new Registry(backends, { settleTimeout: config.settleTimeout });
+  const health = new HealthTracker(config.outlierDetection);
+  const tiers = new TierMap(config);
+  const policy = new CallPolicy(config.policy);
+  const balancers = new Map<string, Balancer>();
+
+  const balancer = (name: ServiceName): Balancer => {
+    let b = balancers.get(name.id);
+    if (b === undefined) {
+      b = new Balancer(registry.watch(name), tiers, health);
+      balancers.set(name.id, b);
+    }
+    return b;
+  };
+
+  const routes: HttpRoutes = {
+    policy,
+    get closed() {
+      return registry.closed;
+    },
+    balancerFor: (name, explicit) => (explicit || registry.claims(name) ? balancer(name) : undefined),
+  };
+
+  const agent = new Agent();
+  const dispatcher = agent.compose(meshInterceptor(routes));
+  const explicitDispatcher = agent.compose(meshInterceptor(routes, { explicit: true }));
+
+  const describeService = (b: Balancer): ServiceDescription => {
+    const snapshot = b.watch.snapshot;
+    const now = Date.now();
+    return {
+      service: snapshot.service.id,
+      state: snapshot.state,
+      sources: snapshot.sources.map((s) => ({
+        backend: s.backend,
+        state: s.state,
+        endpoints: s.endpoints.length,
+        stale: s.stale,
+        updatedAt: s.updatedAt === undefined ? undefined : new Date(s.updatedAt).toISOString(),
+        ageMs: s.updatedAt === undefined ? undefined : now - s.updatedAt,
+        error: s.error?.message,
+        clusters: s.clusters,
+      })),
+      endpoints: b.order().map((r) => ({
+        id: r.endpoint.id,
+        cluster: r.endpoint.cluster,
+        region: r.endpoint.locality.region,
+        zone: r.endpoint.locality.zone,
+        tier: r.tier.label,
+        weight: r.endpoint.weight,
+        backup: r.endpoint.backup,
+        ready: r.endpoint.ready,
+        available: r.available,
+        health: r.health,
+      })),
+    };
+  };
+
+  let closing: Promise<void> | undefined;
+
+  return {
+    dispatcher,
+    config,
+    fetch(input, init) {
+      return globalThis.fetch(input, { ...init, dispatcher: explicitDispatcher } as unknown as RequestInit);
+    },
+    async resolve(name, port) {
+      if (registry.closed) throw new MeshClosedError();
+      const service = parseServiceName(name, port);
+      const b = balancer(service);
+      const snapshot = await b.watch.settled();
+      if (snapshot.endpoints.length === 0) {
+        const failed = snapshot.sources.find((s) => s.error !== undefined);
+        if (snapshot.state === "failed" && failed?.error) throw failed.error;
+        throw new ServiceNotFoundError(
+          service.key,
+          snapshot.sources.map((s) => s.backend),
+        );
+      }
+      return b.order().map((r) => ({
+        endpoint: r.endpoint,
+        tier: r.tier.label,
+        available: r.available,
+        unavailableReason: r.unavailableReason,
+        health: r.health,
+      }));
+    },
+    describe() {
+      return {
+        locality: { region: config.region, zone: config.zone, failover: config.failover },
+        backends: backends.map((b) => b.name),
+        services: [...balancers.values()].map(describeService),
+      };
+    },
+    close() {
+      closing ??= (async () => {
+        await registry.close();
+        await agent.close();
+      })();
+      return closing;
+    },
+  };
+}
