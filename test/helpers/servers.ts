@@ -11,6 +11,8 @@ export interface TestServer {
   readonly requests: { method: string; url: string; headers: IncomingMessage["headers"]; body: string }[];
   /** Answers with this status from now on (default 200). */
   status: number;
+  /** Replaces the default JSON answer from now on (undefined: the default). */
+  handler: ((req: IncomingMessage, res: ServerResponse, body: string) => void) | undefined;
   /** Stops listening and destroys open connections (a dead server: connections are refused). */
   stop(): Promise<void>;
   /** Listens again on the same address and port. */
@@ -31,6 +33,7 @@ export async function startServer(
     port: options.port ?? 0,
     requests: [],
     status: 200,
+    handler: options.handler,
     async stop() {
       const closed = once(server, "close");
       server.close();
@@ -50,7 +53,7 @@ export async function startServer(
       req.on("data", (c: string) => (body += c));
       req.on("end", () => {
         state.requests.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body });
-        if (options.handler) return options.handler(req, res, body);
+        if (state.handler) return state.handler(req, res, body);
         res.writeHead(state.status, { "content-type": "application/json" });
         res.end(JSON.stringify({ server: name, method: req.method, url: req.url, body }));
       });
