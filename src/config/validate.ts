@@ -9,10 +9,13 @@
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
 
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+
 function pathString(prefix: string, path: readonly PropertyKey[]): string {
   let out = prefix;
   for (const seg of path) {
     if (typeof seg === "number") out += `[${seg}]`;
+    else if (typeof seg === "string" && !IDENTIFIER.test(seg)) out += `[${JSON.stringify(seg)}]`;
     else out += out === "" || out.endsWith(" ") ? String(seg) : `.${String(seg)}`;
   }
   return out.trim().replace(/:$/, "") || "options";

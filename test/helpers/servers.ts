@@ -13,6 +13,8 @@ export interface TestServer {
   status: number;
   /** Replaces the default JSON answer from now on (undefined: the default). */
   handler: ((req: IncomingMessage, res: ServerResponse, body: string) => void) | undefined;
+  /** True while the server accepts connections. */
+  readonly listening: boolean;
   /** Stops listening and destroys open connections (a dead server: connections are refused). */
   stop(): Promise<void>;
   /** Listens again on the same address and port. */
@@ -22,7 +24,11 @@ export interface TestServer {
 /** Starts an HTTP server that answers `{ server: name, … }` as JSON. */
 export async function startServer(
   name: string,
-  options: { address?: string; port?: number; handler?: (req: IncomingMessage, res: ServerResponse, body: string) => void } = {},
+  options: {
+    address?: string;
+    port?: number;
+    handler?: (req: IncomingMessage, res: ServerResponse, body: string) => void;
+  } = {},
 ): Promise<TestServer> {
   const address = options.address ?? "127.0.0.1";
   const sockets = new Set<Socket>();
@@ -34,6 +40,9 @@ export async function startServer(
     requests: [],
     status: 200,
     handler: options.handler,
+    get listening() {
+      return server.listening;
+    },
     async stop() {
       const closed = once(server, "close");
       server.close();

@@ -259,7 +259,7 @@ class MeshCall implements Dispatcher.DispatchHandler, Dispatcher.DispatchControl
 
   start(): void {
     const watch = this.#route.balancer.watch;
-    if (watch.isSettled) {
+    if (watch.isSettled || this.#routes.closed) {
       this.#first();
       return;
     }
