@@ -555,11 +555,12 @@ export function createDnsBackend(
           if (stop.signal.aborted) return;
           dirty = false;
 
+          // The first snapshot waits for every cluster to answer or fail (a
+          // lookup is bounded by timeout × tries): a remote cluster that
+          // answers first must not take the first calls away from a local one
+          // a moment behind it, nor one quick NXDOMAIN announce "not found".
+          if (states.some((s) => s.status === "pending")) continue;
           const endpoints = states.flatMap((s) => s.endpoints);
-          // The first snapshot waits for every cluster, so that one quick
-          // NXDOMAIN does not announce "not found" while another cluster,
-          // which has the service, is still answering.
-          if (endpoints.length === 0 && states.some((s) => s.status === "pending")) continue;
           const failing = states.filter((s) => s.status === "failed");
           const failure = failing.map(describeError).join("; ");
           const key = setKey(endpoints);
