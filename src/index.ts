@@ -26,6 +26,7 @@ export type {
   PendingUpdate,
   WatchOptions,
 } from "./discovery/discovery.js";
+export { type DnsCluster, type DnsDiscoveryOptions, dnsDiscovery } from "./discovery/dns.js";
 export {
   createEndpoint,
   type Endpoint,

@@ -9,6 +9,7 @@
 import { Agent, type Dispatcher } from "undici";
 import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
 import type { ClusterStatus, DiscoveryBackend } from "./discovery/discovery.js";
+import { dnsDiscovery } from "./discovery/dns.js";
 import type { Endpoint } from "./discovery/endpoint.js";
 import { parseServiceName, type ServiceName } from "./discovery/names.js";
 import { Registry, type ServiceState } from "./discovery/registry.js";
@@ -25,6 +26,7 @@ type BackendFactory = (options: never, source: string) => DiscoveryBackend;
 /** The backend kinds a config file may name. */
 const BACKEND_KINDS: Record<string, BackendFactory> = {
   static: staticDiscovery as BackendFactory,
+  dns: dnsDiscovery as BackendFactory,
 };
 
 /** One endpoint as `mesh.resolve` returns it: in the router's order, with health. */
