@@ -23,6 +23,8 @@ export const ErrorCodes = {
   NO_HEALTHY_ENDPOINT: "MESHLINK_ERR_NO_HEALTHY_ENDPOINT",
   REQUEST_FAILED: "MESHLINK_ERR_REQUEST_FAILED",
   CLOSED: "MESHLINK_ERR_CLOSED",
+  BULKHEAD_FULL: "MESHLINK_ERR_BULKHEAD_FULL",
+  DEADLINE_EXCEEDED: "MESHLINK_ERR_DEADLINE_EXCEEDED",
 } as const;
 
 /** One of the {@link ErrorCodes}. */
@@ -209,6 +211,62 @@ export class MeshClosedError extends MeshError {
   }
 }
 brand(MeshClosedError, ErrorCodes.CLOSED);
+
+/**
+ * A bulkhead is full: the service already has `limit` calls in flight
+ * (`scope` `service`), or every endpoint the router may use has `limit`
+ * requests in flight (`scope` `endpoint`). The call was not sent.
+ */
+export class BulkheadFullError extends MeshError {
+  /** The service that was called. */
+  readonly service: string;
+  /** Which limit: `service` (`maxRequestsPerService`) or `endpoint` (`maxRequestsPerEndpoint`). */
+  readonly scope: "service" | "endpoint";
+  /** The limit in force. */
+  readonly limit: number;
+
+  /** @internal */
+  constructor(service: string, scope: "service" | "endpoint", limit: number) {
+    super(
+      scope === "service"
+        ? `bulkhead full: ${service} already has ${limit} calls in flight`
+        : `bulkhead full: every usable endpoint of ${service} has ${limit} requests in flight`,
+      ErrorCodes.BULKHEAD_FULL,
+    );
+    this.name = "BulkheadFullError";
+    this.service = service;
+    this.scope = scope;
+    this.limit = limit;
+  }
+}
+brand(BulkheadFullError, ErrorCodes.BULKHEAD_FULL);
+
+/**
+ * The call's deadline passed (the `deadline` option or a caller-set
+ * `x-meshlink-timeout-ms`) before its response ended; every attempt still in
+ * flight was cancelled.
+ */
+export class DeadlineExceededError extends MeshError {
+  /** The service that was called. */
+  readonly service: string;
+  /** The deadline, in ms from the call's start. */
+  readonly timeoutMs: number;
+  /** The endpoints this call tried, in order, and why each failed. */
+  readonly tried: readonly AttemptRecord[];
+
+  /** @internal */
+  constructor(service: string, timeoutMs: number, tried: readonly AttemptRecord[]) {
+    super(
+      `deadline of ${timeoutMs} ms exceeded calling ${service}${tried.length ? `; tried ${formatTried(tried)}` : ""}`,
+      ErrorCodes.DEADLINE_EXCEEDED,
+    );
+    this.name = "DeadlineExceededError";
+    this.service = service;
+    this.timeoutMs = timeoutMs;
+    this.tried = tried;
+  }
+}
+brand(DeadlineExceededError, ErrorCodes.DEADLINE_EXCEEDED);
 
 /**
  * True when `err` is a meshlink error, of the given code when one is given.

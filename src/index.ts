@@ -15,6 +15,7 @@ export {
   type PolicyConfig,
   parseFailoverList,
   type ResolvedConfig,
+  type RoutingConfig,
 } from "./config/config.js";
 export type {
   BoundUpdate,
@@ -58,7 +59,9 @@ export {
 } from "./discovery/static.js";
 export {
   type AttemptRecord,
+  BulkheadFullError,
   ConfigError,
+  DeadlineExceededError,
   DiscoveryError,
   type ErrorCode,
   ErrorCodes,
@@ -78,31 +81,64 @@ export {
   type ServiceDescription,
   type SourceDescription,
 } from "./mesh.js";
+export { RetryBudget, type RetryBudgetOptions } from "./resilience/budget.js";
+export {
+  type Deadline,
+  formatGrpcTimeout,
+  GRPC_TIMEOUT_HEADER,
+  parseGrpcTimeout,
+  parseTimeoutHeader,
+  readDeadline,
+  TIMEOUT_HEADER,
+} from "./resilience/deadline.js";
 export {
   EndpointHealth,
+  type FailureRateOptions,
   type HealthOptions,
   type HealthState,
   HealthTracker,
   type HealthView,
+  monotonicNow,
+  OutlierBreaker,
 } from "./resilience/health.js";
+export { LatencyHistogram, type LatencyHistogramOptions } from "./resilience/latency.js";
 export {
+  type BackoffOptions,
+  type BulkheadOptions,
   CallPolicy,
   type CallPolicyOptions,
   classifyError,
   type FailureKind,
+  type HedgingOptions,
   isIdempotent,
+  parseRetryAfter,
+  ServiceCallState,
 } from "./resilience/policy.js";
+export { sharedTimerWheel, TimerEntry, TimerWheel, type TimerWheelOptions } from "./resilience/timer.js";
 export {
   Balancer,
+  type BalancerOptions,
+  type BalancerPolicy,
+  type DistributeRule,
+  type LocalityGroup,
+  matchLocality,
   type PickConstraints,
+  type PriorityLabel,
+  type PriorityLoad,
+  priorityLoad,
   type RoutedEndpoint,
   type RouterOptions,
+  type SlowStartOptions,
+  type TierHealth,
   type TierInfo,
   TierMap,
+  type TierState,
 } from "./routing/router.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
 export {
+  HEDGE_HEADER,
   type HttpRoutes,
   type MeshInterceptorOptions,
   meshInterceptor,
+  RETRYABLE_HEADER,
 } from "./transport/http/interceptor.js";

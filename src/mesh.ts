@@ -17,7 +17,7 @@ import { staticDiscovery } from "./discovery/static.js";
 import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js";
 import { HealthTracker, type HealthView } from "./resilience/health.js";
 import { CallPolicy } from "./resilience/policy.js";
-import { Balancer, TierMap } from "./routing/router.js";
+import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
 import { type HttpRoutes, meshInterceptor } from "./transport/http/interceptor.js";
 
 /** Builds a backend from its config-file entry; `source` names the entry for errors. */
@@ -156,15 +156,28 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   const config = resolveConfig(options);
   const backends = buildBackends(config);
   const registry = new Registry(backends, { settleTimeout: config.settleTimeout });
-  const health = new HealthTracker(config.outlierDetection);
-  const tiers = new TierMap(config);
+  const routing = config.routing;
+  const health = new HealthTracker({ ...config.outlierDetection, latencyDecay: routing.latencyDecay });
+  const tiers = new TierMap({
+    ...routing,
+    region: config.region,
+    zone: config.zone,
+    failover: config.failover,
+  });
   const policy = new CallPolicy(config.policy);
+  const balancerOptions: BalancerOptions = {
+    policy: routing.lbPolicy,
+    overprovisioningFactor: routing.overprovisioningFactor,
+    panicThreshold: routing.panicThreshold,
+    slowStart: routing.slowStart,
+    maxRequestsPerEndpoint: config.policy.bulkhead?.maxRequestsPerEndpoint,
+  };
   const balancers = new Map<string, Balancer>();
 
   const balancer = (name: ServiceName): Balancer => {
     let b = balancers.get(name.id);
     if (b === undefined) {
-      b = new Balancer(registry.watch(name), tiers, health);
+      b = new Balancer(registry.watch(name), tiers, health, balancerOptions);
       balancers.set(name.id, b);
     }
     return b;

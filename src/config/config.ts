@@ -30,12 +30,86 @@ const policySchema = z.strictObject({
   attempts: z.number().int().min(1).max(10).optional(),
   perTryTimeout: z.number().int().positive().max(3_600_000).optional(),
   retryOn: z.array(z.number().int().min(100).max(599)).optional(),
+  deadline: z.number().int().positive().max(86_400_000).optional(),
+  propagateDeadline: z.boolean().optional(),
+  retryOnRateLimited: z.boolean().optional(),
+  maxRetryAfter: z.number().int().min(0).max(3_600_000).optional(),
+  backoff: z
+    .strictObject({
+      base: z.number().min(0).max(60_000).optional(),
+      max: z.number().min(0).max(600_000).optional(),
+    })
+    .optional(),
+  budget: z
+    .union([
+      z.literal(false),
+      z.strictObject({
+        percent: z.number().min(0).max(1).optional(),
+        minRetriesPerSecond: z.number().min(0).max(1_000_000).optional(),
+        ttl: z.number().int().min(1000).max(3_600_000).optional(),
+      }),
+    ])
+    .optional(),
+  hedging: z
+    .strictObject({
+      delay: z.union([z.number().int().min(1).max(3_600_000), z.literal("p95")]).optional(),
+      maxExtraLoad: z.number().min(0).max(1).optional(),
+      minPerSecond: z.number().min(0).max(1_000_000).optional(),
+      services: z.array(z.string().min(1)).optional(),
+    })
+    .optional(),
+  bulkhead: z
+    .strictObject({
+      maxRequestsPerEndpoint: z.number().int().positive().optional(),
+      maxRequestsPerService: z.number().int().positive().optional(),
+    })
+    .optional(),
+});
+
+const routingSchema = z.strictObject({
+  cluster: z.string().min(1).optional(),
+  subzone: z.string().min(1).optional(),
+  lbPolicy: z.enum(["p2c", "round-robin", "random"]).optional(),
+  overprovisioningFactor: z.number().min(1).max(100).optional(),
+  panicThreshold: z.number().min(0).max(1).optional(),
+  latencyDecay: z.number().int().positive().max(3_600_000).optional(),
+  slowStart: z
+    .strictObject({
+      window: z.number().int().min(0).max(3_600_000),
+      aggression: z.number().positive().max(100).optional(),
+      minWeight: z.number().gt(0).max(1).optional(),
+    })
+    .optional(),
+  failoverPriority: z
+    .array(z.enum(["region", "zone", "subzone", "cluster"]))
+    .min(1)
+    .max(4)
+    .optional(),
+  distribute: z
+    .array(
+      z.strictObject({
+        from: z.string().min(1),
+        to: z.record(z.string().min(1), z.number().min(0).max(1_000_000)),
+      }),
+    )
+    .optional(),
 });
 
 const outlierSchema = z.strictObject({
   consecutiveFailures: z.number().int().min(1).max(1000).optional(),
   baseEjectionTime: z.number().int().positive().optional(),
   maxEjectionTime: z.number().int().positive().optional(),
+  ejectionJitter: z.number().min(0).max(1).optional(),
+  failureRate: z
+    .union([
+      z.literal(false),
+      z.strictObject({
+        threshold: z.number().gt(0).lt(1).optional(),
+        window: z.number().int().min(1).max(100_000).optional(),
+        minimumRequests: z.number().int().min(1).max(100_000).optional(),
+      }),
+    ])
+    .optional(),
 });
 
 const fileSchema = z.strictObject({
@@ -51,6 +125,7 @@ const fileSchema = z.strictObject({
     .optional(),
   policy: policySchema.optional(),
   outlierDetection: outlierSchema.optional(),
+  routing: routingSchema.optional(),
   settleTimeout: z.number().int().positive().optional(),
 });
 
@@ -61,6 +136,7 @@ const optionsSchema = z.object({
   discovery: z.array(z.custom<DiscoveryBackend>(isBackend, "not a discovery backend")).optional(),
   policy: policySchema.optional(),
   outlierDetection: outlierSchema.optional(),
+  routing: routingSchema.optional(),
   settleTimeout: z.number().int().positive().optional(),
   config: z.string().min(1).optional(),
   env: z.record(z.string(), z.string().optional()).optional(),
@@ -79,6 +155,8 @@ function isBackend(v: unknown): v is DiscoveryBackend {
 export type PolicyConfig = z.infer<typeof policySchema>;
 /** Outlier detection options; see {@link MeshOptions.outlierDetection}. */
 export type OutlierConfig = z.infer<typeof outlierSchema>;
+/** Routing options; see {@link MeshOptions.routing}. */
+export type RoutingConfig = z.infer<typeof routingSchema>;
 
 /** Options of `createMesh`. Every one is optional: the environment, the config file and defaults fill in. */
 export interface MeshOptions {
@@ -94,6 +172,8 @@ export interface MeshOptions {
   policy?: PolicyConfig;
   /** When an endpoint is ejected, and for how long. */
   outlierDetection?: OutlierConfig;
+  /** Balancing: tiers, spill-over, panic, locality rules, the in-tier policy, slow start. See docs/routing.md. */
+  routing?: RoutingConfig;
   /** How long a first call waits for discovery backends that have not answered yet, in ms; default 5 000. */
   settleTimeout?: number;
   /** Path of a JSON or YAML config file; default `MESHLINK_CONFIG`. */
@@ -128,6 +208,8 @@ export interface ResolvedConfig {
   readonly policy: PolicyConfig;
   /** Outlier detection. */
   readonly outlierDetection: OutlierConfig;
+  /** Routing. */
+  readonly routing: RoutingConfig;
   /** Discovery settle timeout, ms. */
   readonly settleTimeout: number;
 }
@@ -218,6 +300,7 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
     backendSpecs: opts.discovery ? [] : backendSpecs,
     policy: { ...file?.policy, ...opts.policy },
     outlierDetection: { ...file?.outlierDetection, ...opts.outlierDetection },
+    routing: { ...file?.routing, ...opts.routing },
     settleTimeout: opts.settleTimeout ?? file?.settleTimeout ?? 5_000,
   };
 }

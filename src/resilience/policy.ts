@@ -1,10 +1,47 @@
 /**
  * The call policy: which outcomes are endpoint failures, which calls may be
- * retried, and how many attempts a call gets. Transports ask; the policy
- * knows nothing of HTTP or gRPC beyond status numbers and error codes.
+ * retried and when, how long a call may take, how many run at once, and
+ * when a second attempt races the first (hedging). Transports ask; the
+ * policy knows nothing of HTTP or gRPC beyond status numbers and error codes.
  *
  * @module
  */
+
+import { RetryBudget, type RetryBudgetOptions } from "./budget.js";
+import { monotonicNow } from "./health.js";
+import { LatencyHistogram } from "./latency.js";
+
+/** Retry back-off (Envoy's `retry_back_off`): full jitter over an exponential ceiling. */
+export interface BackoffOptions {
+  /** The first ceiling in ms; default 25 (Envoy). */
+  base?: number;
+  /** The largest ceiling in ms; default 250 (Envoy: 10 × base). */
+  max?: number;
+}
+
+/** Hedging: a second attempt to another endpoint when the first is slow (Finagle's backup requests). */
+export interface HedgingOptions {
+  /** Wait before the second attempt: ms, or `p95` for the service's 95th-percentile latency; default `p95`. */
+  delay?: number | "p95";
+  /** Extra load hedges may add, as a share of requests; default 0.01 (1 %, Finagle's `maxExtraLoad`). */
+  maxExtraLoad?: number;
+  /** Hedges allowed per second whatever the request rate; default 0. */
+  minPerSecond?: number;
+  /**
+   * Services hedged by default (canonical names such as `my-service.default`,
+   * with or without `:port`). Other calls hedge only when they ask
+   * (`x-meshlink-hedge` header). Default none.
+   */
+  services?: readonly string[];
+}
+
+/** Bulkheads: the most requests in flight (Envoy's `max_requests` circuit breaker). */
+export interface BulkheadOptions {
+  /** Per endpoint; the router skips a full endpoint. Default unlimited. */
+  maxRequestsPerEndpoint?: number;
+  /** Per service; a call over it fails at once with `MESHLINK_ERR_BULKHEAD_FULL`. Default unlimited. */
+  maxRequestsPerService?: number;
+}
 
 /** Options of the call policy. */
 export interface CallPolicyOptions {
@@ -12,8 +49,28 @@ export interface CallPolicyOptions {
   attempts?: number;
   /** Per-try timeout on the response headers, in ms; default 15 000 (Envoy's route timeout). */
   perTryTimeout?: number;
+  /** Overall deadline of a call, in ms, across attempts and until the response ends; default none. */
+  deadline?: number;
+  /** Send the time left as `x-meshlink-timeout-ms` with each attempt; default true. */
+  propagateDeadline?: boolean;
   /** Response statuses that are endpoint failures and retryable; default 502, 503, 504. */
   retryOn?: readonly number[];
+  /** Retry a 429 (not an endpoint failure), after its `Retry-After` if it has one; default true. */
+  retryOnRateLimited?: boolean;
+  /** The longest `Retry-After` honoured, in ms; a longer one is not retried; default 10 000. */
+  maxRetryAfter?: number;
+  /** Back-off between retries after a response or a timeout; connect failures retry at once. */
+  backoff?: BackoffOptions;
+  /** The retry budget, or `false` for none; default Finagle's (20 %, 10/s, 10 s). */
+  budget?: RetryBudgetOptions | false;
+  /** Hedging; default off unless a call asks for it. */
+  hedging?: HedgingOptions;
+  /** Bulkheads; default unlimited. */
+  bulkhead?: BulkheadOptions;
+  /** Clock for budgets and histograms; default a monotonic clock. */
+  now?: () => number;
+  /** Random numbers in [0, 1) for back-off jitter; default `Math.random`. */
+  random?: () => number;
 }
 
 /** How an attempt failed, for health and retry decisions. */
@@ -58,18 +115,116 @@ export function isIdempotent(method: string): boolean {
   return IDEMPOTENT.has(method) || IDEMPOTENT.has(method.toUpperCase());
 }
 
+/**
+ * Parses a `Retry-After` value (delay-seconds or an HTTP date) into ms from
+ * `now` (epoch ms); undefined when absent or malformed.
+ */
+export function parseRetryAfter(value: string | undefined, now: number = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const s = value.trim();
+  if (/^\d+$/.test(s)) return Number(s) * 1000;
+  const t = Date.parse(s);
+  return Number.isNaN(t) ? undefined : Math.max(0, t - now);
+}
+
+/** Per-service call state: retry and hedge budgets, calls in flight, latency percentiles. */
+export class ServiceCallState {
+  /** The service (`ServiceName.key`). */
+  readonly service: string;
+  /** The retry budget; undefined when budgets are off. */
+  readonly budget: RetryBudget | undefined;
+  /** Calls in flight (the per-service bulkhead counts them). */
+  active = 0;
+  /** True when calls to the service hedge unless they say otherwise. */
+  readonly hedgeByDefault: boolean;
+  #hedgeBudget: RetryBudget | undefined;
+  #latency: LatencyHistogram | undefined;
+  readonly #policy: CallPolicy;
+
+  /** @internal */
+  constructor(service: string, policy: CallPolicy, hedgeByDefault: boolean) {
+    this.service = service;
+    this.#policy = policy;
+    this.hedgeByDefault = hedgeByDefault;
+    const b = policy.budgetOptions;
+    this.budget = b === false ? undefined : new RetryBudget({ now: policy.now, ...b });
+    if (hedgeByDefault) this.#latency = new LatencyHistogram({ now: policy.now });
+  }
+
+  /** The hedge budget (made on first use). */
+  get hedgeBudget(): RetryBudget {
+    const h = this.#policy.hedging;
+    this.#hedgeBudget ??= new RetryBudget({
+      percent: h.maxExtraLoad ?? 0.01,
+      minRetriesPerSecond: h.minPerSecond ?? 0,
+      now: this.#policy.now,
+    });
+    return this.#hedgeBudget;
+  }
+
+  /** The latency histogram, once a call hedged on percentiles (made on first use). */
+  get latency(): LatencyHistogram {
+    this.#latency ??= new LatencyHistogram({ now: this.#policy.now });
+    return this.#latency;
+  }
+
+  /** The histogram if one exists, for recording without creating one. */
+  get latencyIfAny(): LatencyHistogram | undefined {
+    return this.#latency;
+  }
+}
+
 /** The resolved call policy; one instance is shared by every call. */
 export class CallPolicy {
   /** Attempts per call, the first included. */
   readonly attempts: number;
   /** Per-try timeout on the response headers, in ms. */
   readonly perTryTimeout: number;
+  /** The per-try timeout as a header value, computed once. */
+  readonly perTryTimeoutHeader: string;
+  /** Overall deadline in ms, or `Infinity` for none. */
+  readonly deadline: number;
+  /** True when attempts carry `x-meshlink-timeout-ms`. */
+  readonly propagateDeadline: boolean;
+  /** True when a 429 is retried. */
+  readonly retryOnRateLimited: boolean;
+  /** The longest `Retry-After` honoured, ms. */
+  readonly maxRetryAfter: number;
+  /** Most calls in flight per service. */
+  readonly maxRequestsPerService: number;
+  /** Most calls in flight per endpoint. */
+  readonly maxRequestsPerEndpoint: number;
+  /** The hedging options (empty when not configured). */
+  readonly hedging: HedgingOptions;
+  /** The budget options, or false. */
+  readonly budgetOptions: RetryBudgetOptions | false;
+  /** The clock. */
+  readonly now: () => number;
   readonly #retryOn: Set<number>;
+  readonly #base: number;
+  readonly #max: number;
+  readonly #random: () => number;
+  readonly #hedged: Set<string>;
+  readonly #services = new Map<string, ServiceCallState>();
 
   constructor(options: CallPolicyOptions = {}) {
     this.attempts = options.attempts ?? 2;
     this.perTryTimeout = options.perTryTimeout ?? 15_000;
+    this.perTryTimeoutHeader = String(this.perTryTimeout);
+    this.deadline = options.deadline ?? Number.POSITIVE_INFINITY;
+    this.propagateDeadline = options.propagateDeadline ?? true;
     this.#retryOn = new Set(options.retryOn ?? [502, 503, 504]);
+    this.retryOnRateLimited = options.retryOnRateLimited ?? true;
+    this.maxRetryAfter = options.maxRetryAfter ?? 10_000;
+    this.#base = options.backoff?.base ?? 25;
+    this.#max = options.backoff?.max ?? 10 * this.#base;
+    this.budgetOptions = options.budget ?? {};
+    this.hedging = options.hedging ?? {};
+    this.#hedged = new Set(options.hedging?.services ?? []);
+    this.maxRequestsPerService = options.bulkhead?.maxRequestsPerService ?? Number.POSITIVE_INFINITY;
+    this.maxRequestsPerEndpoint = options.bulkhead?.maxRequestsPerEndpoint ?? Number.POSITIVE_INFINITY;
+    this.now = options.now ?? monotonicNow;
+    this.#random = options.random ?? Math.random;
   }
 
   /** True when a response status means the endpoint failed (and the call may be retried). */
@@ -77,15 +232,39 @@ export class CallPolicy {
     return this.#retryOn.has(status);
   }
 
+  /** True when a response status is retried: a failure status, or 429 when rate-limited retries are on. */
+  isRetryableStatus(status: number): boolean {
+    return this.#retryOn.has(status) || (status === 429 && this.retryOnRateLimited);
+  }
+
   /**
    * True when an attempt that failed this way may be retried. A connect
    * failure sent nothing, so any method retries; after a reset, a timeout or
-   * a failure status only idempotent requests do.
+   * a retryable status only idempotent (or caller-marked) requests do.
    */
   mayRetry(kind: FailureKind | "status", idempotent: boolean, attempt: number): boolean {
     if (attempt >= this.attempts) return false;
     if (kind === "connect") return true;
     if (kind === "other") return false;
     return idempotent;
+  }
+
+  /**
+   * The wait before retry number `retry` (1 for the first retry), in ms:
+   * uniform in [0, min(max, base × (2^retry − 1))] (Envoy's full jitter).
+   */
+  backoff(retry: number): number {
+    const ceiling = Math.min(this.#max, this.#base * (2 ** retry - 1));
+    return this.#random() * ceiling;
+  }
+
+  /** The state of a service's calls, made on first use. */
+  service(key: string, id: string = key): ServiceCallState {
+    let s = this.#services.get(id);
+    if (s === undefined) {
+      s = new ServiceCallState(key, this, this.#hedged.has(key) || this.#hedged.has(id));
+      this.#services.set(id, s);
+    }
+    return s;
   }
 }

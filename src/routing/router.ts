@@ -2,69 +2,63 @@
  * The router: from a service snapshot, the caller's locality and endpoint
  * health, picks an endpoint.
  *
- * Endpoints are sorted into priority tiers — own zone, own region, the
- * failover regions in order, the rest, backups — and a pick takes the first
- * tier with an available endpoint, weighted inside it. A balancer keeps an
- * immutable per-tier table, rebuilt only when the snapshot or health
- * changes (grpc-js's picker), so `pick()` is synchronous and allocates
- * nothing.
+ * Endpoints are sorted into priority tiers ({@link TierMap}). Traffic is
+ * split between tiers by their health as Envoy's priority levels split it
+ * ({@link priorityLoad}: gradual spill-over, panic threshold); backups take
+ * traffic only when no other tier has a healthy endpoint. Inside a tier a
+ * pick is the power of two choices over load — requests in flight times
+ * peak-EWMA latency, divided by weight (Finagle, Linkerd) — or round-robin
+ * or random. A balancer keeps an immutable plan, rebuilt only when the
+ * snapshot or health changes (grpc-js's picker), so `pick()` is synchronous,
+ * O(1) and allocates nothing.
  *
  * @module
  */
 
 import type { Endpoint } from "../discovery/endpoint.js";
-import type { ServiceSnapshot, ServiceWatch } from "../discovery/registry.js";
+import type { ServiceWatch } from "../discovery/registry.js";
 import type { EndpointHealth, HealthTracker, HealthView } from "../resilience/health.js";
+import { priorityLoad } from "./load.js";
+import type { TierInfo, TierMap } from "./tiers.js";
 
-/** The caller's place and its failover order. */
-export interface RouterOptions {
-  /** The caller's region (`MESHLINK_REGION`); empty when unknown. */
-  readonly region: string;
-  /** The caller's zone (`MESHLINK_ZONE`); empty when unknown. */
-  readonly zone: string;
-  /** Regions to fail over to, in order (`MESHLINK_FAILOVER`). */
-  readonly failover: readonly string[];
+export { type PriorityLoad, priorityLoad, type TierHealth } from "./load.js";
+export {
+  type DistributeRule,
+  type LocalityGroup,
+  matchLocality,
+  type PriorityLabel,
+  type RouterOptions,
+  type TierInfo,
+  TierMap,
+} from "./tiers.js";
+
+/** How a tier picks among its endpoints. */
+export type BalancerPolicy = "p2c" | "round-robin" | "random";
+
+/** Slow start: a new or recovered endpoint's weight ramps up over a window (Envoy's `slow_start_config`). */
+export interface SlowStartOptions {
+  /** The ramp's length in ms; 0 turns slow start off. */
+  window: number;
+  /** The ramp's shape: weight × (elapsed / window)^(1 / aggression); default 1 (linear). */
+  aggression?: number;
+  /** The least share of its weight an endpoint gets while ramping, in (0, 1]; default 0.1 (Envoy's 10 %). */
+  minWeight?: number;
 }
 
-/** Where an endpoint stands for this caller. Lower ranks are preferred. */
-export interface TierInfo {
-  /** The rank: 0 own zone, 1 own region, 2… failover regions, then the rest, then backups. */
-  readonly rank: number;
-  /** A label for traces and `describe()`: `zone`, `region`, `failover:<region>`, `other`, `backup`. */
-  readonly label: string;
-}
-
-const ZONE: TierInfo = Object.freeze({ rank: 0, label: "zone" });
-const REGION: TierInfo = Object.freeze({ rank: 1, label: "region" });
-
-/** Computes the tiers for a caller; one instance serves every service. */
-export class TierMap {
-  readonly #options: RouterOptions;
-  readonly #failover: readonly TierInfo[];
-  readonly #other: TierInfo;
-  readonly #backup: TierInfo;
-
-  constructor(options: RouterOptions) {
-    this.#options = options;
-    this.#failover = options.failover.map((region, i) =>
-      Object.freeze({ rank: 2 + i, label: `failover:${region}` }),
-    );
-    this.#other = Object.freeze({ rank: 2 + options.failover.length, label: "other" });
-    this.#backup = Object.freeze({ rank: 3 + options.failover.length, label: "backup" });
-  }
-
-  /** The tier of an endpoint. */
-  of(endpoint: Endpoint): TierInfo {
-    if (endpoint.backup) return this.#backup;
-    const { region, zone } = this.#options;
-    const loc = endpoint.locality;
-    if (region !== "" && loc.region === region) {
-      return zone !== "" && loc.zone === zone ? ZONE : REGION;
-    }
-    if (region === "" && zone !== "" && loc.zone === zone) return ZONE;
-    const i = loc.region === "" ? -1 : this.#options.failover.indexOf(loc.region);
-    return i >= 0 ? this.#failover[i]! : this.#other;
-  }
+/** Options of a {@link Balancer}. */
+export interface BalancerOptions {
+  /** How a tier picks among its endpoints; default `p2c`. */
+  policy?: BalancerPolicy;
+  /** Envoy's overprovisioning factor: a tier keeps all its traffic while healthy share × factor ≥ 1; default 1.4. */
+  overprovisioningFactor?: number;
+  /** Healthy share under which a tier ignores health, when the tiers together fall short; default 0.5; 0 turns panic off. */
+  panicThreshold?: number;
+  /** Slow start for endpoints added after the first snapshot and endpoints back from ejection; default off. */
+  slowStart?: SlowStartOptions;
+  /** Most requests in flight to one endpoint (a bulkhead); default unlimited. */
+  maxRequestsPerEndpoint?: number;
+  /** Random numbers in [0, 1); default `Math.random`. Tests inject their own. */
+  random?: () => number;
 }
 
 /** One endpoint in the router's order, for `mesh.resolve`. */
@@ -81,27 +75,63 @@ export interface RoutedEndpoint {
   readonly health: HealthView;
 }
 
-interface TierTable {
-  readonly tier: TierInfo;
-  readonly endpoints: readonly Endpoint[];
-  readonly health: readonly EndpointHealth[];
-}
-
-interface AvailableTier {
-  readonly tier: TierInfo;
-  readonly endpoints: Endpoint[];
-  readonly health: EndpointHealth[];
-  /** Cumulative weights, for a weighted pick by binary search. */
-  readonly cumulative: number[];
-  total: number;
-}
-
 /** The endpoints a call may not use again, and a cluster it would rather avoid. */
 export interface PickConstraints {
   /** Endpoints already tried by this call (Envoy's previous_hosts). */
   readonly exclude?: readonly Endpoint[] | undefined;
   /** After a connection failure: prefer any other cluster over this one. */
   readonly avoidCluster?: string | undefined;
+}
+
+/** How a tier currently stands, for `describe()` and tests. */
+export interface TierState {
+  /** The tier. */
+  readonly tier: TierInfo;
+  /** Endpoints in it. */
+  readonly total: number;
+  /** Endpoints that may take traffic now. */
+  readonly healthy: number;
+  /** Its share of the traffic, in [0, 1]. */
+  readonly load: number;
+  /** True when it ignores health (panic). */
+  readonly panic: boolean;
+}
+
+/** The endpoints of one locality group (a whole tier, or one `distribute` target). */
+class Group {
+  readonly endpoints: Endpoint[] = [];
+  readonly health: EndpointHealth[] = [];
+  readonly weights: number[] = [];
+  /** Vose alias tables, when weights differ. */
+  prob: Float64Array | undefined;
+  alias: Int32Array | undefined;
+  /** Smooth weighted round-robin schedule, when weights differ. */
+  schedule: Int32Array | undefined;
+  cursor = 0;
+  /** The group's own weight (`distribute`), and its healthy/total counts. */
+  constructor(
+    readonly weight: number,
+    readonly total: number,
+    readonly healthy: number,
+  ) {}
+}
+
+interface Plan {
+  readonly tier: TierInfo;
+  /** Cumulative share of traffic up to and including this tier. */
+  readonly upTo: number;
+  readonly load: number;
+  readonly panic: boolean;
+  readonly groups: Group[];
+  /** Cumulative effective group weights. */
+  readonly groupUpTo: number[];
+  readonly total: number;
+  readonly healthy: number;
+}
+
+interface TableTier {
+  readonly tier: TierInfo;
+  readonly groups: { key: string; weight: number; endpoints: Endpoint[]; health: EndpointHealth[] }[];
 }
 
 /** Usable for traffic: serving, and ready unless its cluster has no ready endpoint (kube-proxy's rule). */
@@ -113,24 +143,45 @@ function usable(endpoints: readonly Endpoint[]): Endpoint[] {
   );
 }
 
+const NO_PLANS: readonly Plan[] = [];
+
 /**
  * The balancer of one service: keeps the tier table for the current
- * snapshot and the available subset for the current health, and picks.
+ * snapshot and the traffic plan for the current health, and picks.
  */
 export class Balancer {
   readonly #watch: ServiceWatch;
   readonly #tiers: TierMap;
   readonly #health: HealthTracker;
+  readonly #policy: BalancerPolicy;
+  readonly #factor: number;
+  readonly #panicThreshold: number;
+  readonly #slowWindow: number;
+  readonly #slowAggression: number;
+  readonly #slowMin: number;
+  readonly #maxPerEndpoint: number;
+  readonly #random: () => number;
   #snapshotVersion = -1;
-  #table: readonly TierTable[] = [];
+  #table: readonly TableTier[] = [];
+  #known: Set<string> | undefined;
   #healthVersion = -1;
   #nextExpiry = Number.POSITIVE_INFINITY;
-  #available: readonly AvailableTier[] = [];
+  #plans: readonly Plan[] = NO_PLANS;
+  #view: readonly Plan[] = NO_PLANS;
+  #saturated = false;
 
-  constructor(watch: ServiceWatch, tiers: TierMap, health: HealthTracker) {
+  constructor(watch: ServiceWatch, tiers: TierMap, health: HealthTracker, options: BalancerOptions = {}) {
     this.#watch = watch;
     this.#tiers = tiers;
     this.#health = health;
+    this.#policy = options.policy ?? "p2c";
+    this.#factor = options.overprovisioningFactor ?? 1.4;
+    this.#panicThreshold = options.panicThreshold ?? 0.5;
+    this.#slowWindow = options.slowStart?.window ?? 0;
+    this.#slowAggression = options.slowStart?.aggression ?? 1;
+    this.#slowMin = options.slowStart?.minWeight ?? 0.1;
+    this.#maxPerEndpoint = options.maxRequestsPerEndpoint ?? Number.POSITIVE_INFINITY;
+    this.#random = options.random ?? Math.random;
   }
 
   /** The service's watch. */
@@ -144,24 +195,38 @@ export class Balancer {
   }
 
   /**
+   * True when the last `pick()` returned `undefined` because every
+   * candidate was at its `maxRequestsPerEndpoint` (a full bulkhead), not
+   * because none was healthy.
+   */
+  get saturated(): boolean {
+    return this.#saturated;
+  }
+
+  /**
    * Picks an endpoint, or `undefined` when none is available. Synchronous;
    * allocates nothing unless constraints force a scan.
    */
   pick(constraints?: PickConstraints): Endpoint | undefined {
-    const tiers = this.#current();
+    const plans = this.#current();
+    this.#saturated = false;
+    if (plans.length === 0) return undefined;
     const exclude = constraints?.exclude;
     const avoid = constraints?.avoidCluster;
     if (exclude === undefined && avoid === undefined) {
-      for (const t of tiers) {
-        if (t.total > 0) return weighted(t);
-      }
-      return undefined;
+      const e = this.#pickOnce(plans);
+      return e === undefined || this.#fits(e) ? e : this.#scan(plans, undefined, undefined);
+    }
+    // A retry: a few ordinary picks usually find an allowed endpoint in O(1).
+    for (let i = 0; i < 4; i++) {
+      const e = this.#pickOnce(plans);
+      if (e !== undefined && e.cluster !== avoid && !exclude?.includes(e) && this.#fits(e)) return e;
     }
     if (avoid !== undefined) {
-      const other = this.#scan(tiers, exclude, avoid);
+      const other = this.#scan(plans, exclude, avoid);
       if (other !== undefined) return other;
     }
-    return this.#scan(tiers, exclude, undefined);
+    return this.#scan(plans, exclude, undefined);
   }
 
   /** The health record the transport reports to for an endpoint. */
@@ -172,6 +237,18 @@ export class Balancer {
   /** The tier of an endpoint for this caller. */
   tierOf(endpoint: Endpoint): TierInfo {
     return this.#tiers.of(endpoint);
+  }
+
+  /** The tiers as they stand: size, health, share of traffic, panic. */
+  tiers(): TierState[] {
+    this.#current();
+    return this.#view.map((p) => ({
+      tier: p.tier,
+      total: p.total,
+      healthy: p.healthy,
+      load: p.load,
+      panic: p.panic,
+    }));
   }
 
   /** Every known endpoint in the router's order (tier, then available first), ejected ones too. */
@@ -195,97 +272,318 @@ export class Balancer {
     return rows.sort((a, b) => a.tier.rank - b.tier.rank || Number(b.available) - Number(a.available));
   }
 
+  #fits(e: Endpoint): boolean {
+    return (
+      this.#maxPerEndpoint === Number.POSITIVE_INFINITY ||
+      this.#health.get(e.id).outstanding < this.#maxPerEndpoint
+    );
+  }
+
+  #pickOnce(plans: readonly Plan[]): Endpoint | undefined {
+    let plan = plans[0]!;
+    if (plans.length > 1) {
+      const r = this.#random();
+      for (let i = 0; i < plans.length; i++) {
+        plan = plans[i]!;
+        if (r < plan.upTo) break;
+      }
+    }
+    const groups = plan.groups;
+    let group = groups[0]!;
+    if (groups.length > 1) {
+      const upTo = plan.groupUpTo;
+      const r = this.#random() * upTo[upTo.length - 1]!;
+      for (let i = 0; i < groups.length; i++) {
+        group = groups[i]!;
+        if (r < upTo[i]!) break;
+      }
+    }
+    return this.#inGroup(group);
+  }
+
+  #inGroup(g: Group): Endpoint | undefined {
+    const n = g.endpoints.length;
+    if (n === 0) return undefined;
+    if (n === 1) return g.endpoints[0];
+    switch (this.#policy) {
+      case "round-robin": {
+        const s = g.schedule;
+        if (s === undefined) {
+          const i = g.cursor;
+          g.cursor = i + 1 >= n ? 0 : i + 1;
+          return g.endpoints[i];
+        }
+        const i = g.cursor;
+        g.cursor = i + 1 >= s.length ? 0 : i + 1;
+        return g.endpoints[s[i]!];
+      }
+      case "random":
+        return g.endpoints[this.#sample(g)];
+      default: {
+        const a = this.#sample(g);
+        let b = this.#sample(g);
+        if (b === a) b = a + 1 >= n ? 0 : a + 1;
+        const now = this.#health.now();
+        const ca = this.#score(g, a, now);
+        const cb = this.#score(g, b, now);
+        return g.endpoints[cb < ca ? b : a];
+      }
+    }
+  }
+
+  /** Load per unit of weight: the lower, the better. */
+  #score(g: Group, i: number, now: number): number {
+    const h = g.health[i]!;
+    const cost = this.#health.cost(h, now);
+    let w = g.weights[i]!;
+    if (h.warmingSince !== 0) w *= this.#warmFactor(h, now);
+    return cost / w;
+  }
+
+  /** Slow start: the share of its weight a warming endpoint takes now. */
+  #warmFactor(h: EndpointHealth, now: number): number {
+    const window = this.#slowWindow;
+    const elapsed = now - h.warmingSince;
+    if (window <= 0 || elapsed >= window) {
+      h.warmingSince = 0;
+      return 1;
+    }
+    const f = (Math.max(elapsed, 1) / window) ** (1 / this.#slowAggression);
+    return Math.max(this.#slowMin, f);
+  }
+
+  /** A weighted random index in O(1) (Vose's alias method; uniform when weights are equal). */
+  #sample(g: Group): number {
+    const n = g.endpoints.length;
+    const x = this.#random() * n;
+    const i = x | 0;
+    const prob = g.prob;
+    if (prob === undefined) return i;
+    return x - i < prob[i]! ? i : g.alias![i]!;
+  }
+
+  /** The slow path: every allowed endpoint, tiers in rank order, weighted random among them. */
   #scan(
-    tiers: readonly AvailableTier[],
+    plans: readonly Plan[],
     exclude: readonly Endpoint[] | undefined,
     avoid: string | undefined,
-  ) {
-    for (const t of tiers) {
-      if (t.total === 0) continue;
-      const candidates: number[] = [];
+  ): Endpoint | undefined {
+    let full = false;
+    for (const p of plans) {
+      if (p.load === 0) continue;
+      const candidates: Endpoint[] = [];
       let total = 0;
-      for (let i = 0; i < t.endpoints.length; i++) {
-        const e = t.endpoints[i]!;
-        if (e.cluster === avoid || exclude?.includes(e)) continue;
-        candidates.push(i);
-        total += e.weight;
+      for (const g of p.groups) {
+        for (const e of g.endpoints) {
+          if (e.cluster === avoid || exclude?.includes(e)) continue;
+          if (!this.#fits(e)) {
+            full = true;
+            continue;
+          }
+          candidates.push(e);
+          total += e.weight;
+        }
       }
       if (candidates.length === 0) continue;
-      let r = Math.random() * total;
-      for (const i of candidates) {
-        r -= t.endpoints[i]!.weight;
-        if (r < 0) return t.endpoints[i];
+      let r = this.#random() * total;
+      for (const e of candidates) {
+        r -= e.weight;
+        if (r < 0) return e;
       }
-      return t.endpoints[candidates[candidates.length - 1]!];
+      return candidates[candidates.length - 1];
     }
+    // Tiers that take no traffic now (load 0) are still fine for a retry.
+    for (const p of plans) {
+      if (p.load > 0) continue;
+      for (const g of p.groups) {
+        for (const e of g.endpoints) {
+          if (e.cluster === avoid || exclude?.includes(e)) continue;
+          if (this.#fits(e)) return e;
+          full = true;
+        }
+      }
+    }
+    this.#saturated = full;
     return undefined;
   }
 
-  #current(): readonly AvailableTier[] {
+  #current(): readonly Plan[] {
     const snapshot = this.#watch.snapshot;
     const health = this.#health;
     if (snapshot.version !== this.#snapshotVersion) {
-      this.#table = buildTable(snapshot, this.#tiers, health);
+      this.#buildTable();
       this.#snapshotVersion = snapshot.version;
       this.#healthVersion = -1;
     }
     if (health.version !== this.#healthVersion || health.now() >= this.#nextExpiry) {
-      this.#rebuildAvailable();
+      this.#rebuildPlans();
     }
-    return this.#available;
+    return this.#plans;
   }
 
-  #rebuildAvailable(): void {
+  #buildTable(): void {
+    const tiers = this.#tiers;
+    const health = this.#health;
+    const endpoints = usable(this.#watch.snapshot.endpoints);
+    // Slow start ramps endpoints that join after the first snapshot with endpoints.
+    const known = this.#known;
+    const now = health.now();
+    const byRank = new Map<number, TableTier>();
+    for (const e of endpoints) {
+      const tier = tiers.of(e);
+      let t = byRank.get(tier.rank);
+      if (t === undefined) {
+        t = { tier, groups: [] };
+        byRank.set(tier.rank, t);
+      }
+      const group = tier.label === "distribute" ? tiers.groupOf(e)! : { key: "", weight: 1 };
+      let g = t.groups.find((x) => x.key === group.key);
+      if (g === undefined) {
+        g = { key: group.key, weight: group.weight, endpoints: [], health: [] };
+        t.groups.push(g);
+      }
+      const h = health.get(e.id);
+      if (known !== undefined && !known.has(e.id) && this.#slowWindow > 0) h.warmingSince = now;
+      g.endpoints.push(e);
+      g.health.push(h);
+    }
+    if (endpoints.length > 0) this.#known = new Set(endpoints.map((e) => e.id));
+    this.#table = [...byRank.values()].sort((a, b) => a.tier.rank - b.tier.rank);
+  }
+
+  #rebuildPlans(): void {
     const health = this.#health;
     const now = health.now();
     let nextExpiry = Number.POSITIVE_INFINITY;
-    this.#available = this.#table.map((t) => {
-      const out: AvailableTier = { tier: t.tier, endpoints: [], health: [], cumulative: [], total: 0 };
-      for (let i = 0; i < t.endpoints.length; i++) {
-        const h = t.health[i]!;
-        if (health.available(h, now)) {
-          const e = t.endpoints[i]!;
-          out.total += e.weight;
-          out.endpoints.push(e);
-          out.health.push(h);
-          out.cumulative.push(out.total);
-        } else if (h.state === "ejected" && h.ejectedUntil < nextExpiry) {
-          nextExpiry = h.ejectedUntil;
+    const table = this.#table;
+    // Per tier and group: the endpoints that may take traffic now.
+    const healthy = table.map((t) =>
+      t.groups.map((g) => {
+        const idx: number[] = [];
+        for (let i = 0; i < g.endpoints.length; i++) {
+          const h = g.health[i]!;
+          if (health.available(h, now)) idx.push(i);
+          else if (h.state === "ejected" && h.ejectedUntil < nextExpiry) nextExpiry = h.ejectedUntil;
         }
+        return idx;
+      }),
+    );
+    const counts = table.map((t, i) => ({
+      healthy: healthy[i]!.reduce((s, idx) => s + idx.length, 0),
+      total: t.groups.reduce((s, g) => s + g.endpoints.length, 0),
+    }));
+    // Backups take traffic only when no other tier has a healthy endpoint.
+    const backupAt = table.findIndex((t) => this.#tiers.isBackup(t.tier.rank));
+    const primaryHealthy = counts.some((c, i) => i !== backupAt && c.healthy > 0);
+    const considered = table.map((_, i) => backupAt < 0 || (i === backupAt) !== primaryHealthy);
+    const subset = counts.filter((_, i) => considered[i]);
+    const { load, panic } = priorityLoad(subset, this.#factor, this.#panicThreshold);
+    const plans: Plan[] = [];
+    let upTo = 0;
+    let k = 0;
+    for (let i = 0; i < table.length; i++) {
+      const t = table[i]!;
+      const c = counts[i]!;
+      const l = considered[i] ? load[k]! : 0;
+      const p = considered[i] ? panic[k]! : false;
+      if (considered[i]) k++;
+      upTo += l;
+      const groups: Group[] = [];
+      const groupUpTo: number[] = [];
+      let gw = 0;
+      t.groups.forEach((tg, gi) => {
+        const idx = p ? tg.endpoints.map((_, j) => j) : healthy[i]![gi]!;
+        const g = new Group(tg.weight, tg.endpoints.length, healthy[i]![gi]!.length);
+        for (const j of idx) {
+          g.endpoints.push(tg.endpoints[j]!);
+          g.health.push(tg.health[j]!);
+          g.weights.push(tg.endpoints[j]!.weight);
+        }
+        buildWeights(g);
+        // A locality's effective weight shrinks with its health (Envoy's locality-weighted LB).
+        const eff = p
+          ? tg.weight
+          : tg.weight * Math.min(1, (this.#factor * g.healthy) / Math.max(1, g.total));
+        if (g.endpoints.length > 0 && eff > 0) {
+          gw += eff;
+          groups.push(g);
+          groupUpTo.push(gw);
+        }
+      });
+      if (groups.length === 0) {
+        groups.push(new Group(1, c.total, 0));
+        groupUpTo.push(1);
       }
-      return out;
-    });
+      plans.push({
+        tier: t.tier,
+        upTo,
+        load: l,
+        panic: p,
+        groups,
+        groupUpTo,
+        total: c.total,
+        healthy: c.healthy,
+      });
+    }
+    // The last tier that takes traffic also takes any rounding leftover of the random draw.
+    for (let i = plans.length - 1; i >= 0; i--) {
+      if (plans[i]!.load > 0) {
+        plans[i] = { ...plans[i]!, upTo: Number.POSITIVE_INFINITY };
+        break;
+      }
+    }
+    // Nothing can take traffic: no plan, so that pick() says so at once.
+    this.#plans = upTo > 0 ? plans : NO_PLANS;
+    this.#view = plans;
     this.#healthVersion = health.version;
     this.#nextExpiry = nextExpiry;
   }
 }
 
-function buildTable(snapshot: ServiceSnapshot, tiers: TierMap, health: HealthTracker): TierTable[] {
-  const byRank = new Map<number, { tier: TierInfo; endpoints: Endpoint[]; health: EndpointHealth[] }>();
-  for (const e of usable(snapshot.endpoints)) {
-    const tier = tiers.of(e);
-    let t = byRank.get(tier.rank);
-    if (t === undefined) {
-      t = { tier, endpoints: [], health: [] };
-      byRank.set(tier.rank, t);
+/** Prepares a group's weighted sampling: alias tables and a round-robin schedule, when weights differ. */
+function buildWeights(g: Group): void {
+  const w = g.weights;
+  const n = w.length;
+  g.prob = undefined;
+  g.alias = undefined;
+  g.schedule = undefined;
+  if (n < 2 || w.every((x) => x === w[0])) return;
+  let sum = 0;
+  for (const x of w) sum += x;
+  // Vose's alias method.
+  const prob = new Float64Array(n);
+  const alias = new Int32Array(n);
+  const scaled = w.map((x) => (x * n) / sum);
+  const small: number[] = [];
+  const large: number[] = [];
+  for (let i = 0; i < n; i++) (scaled[i]! < 1 ? small : large).push(i);
+  while (small.length > 0 && large.length > 0) {
+    const s = small.pop()!;
+    const l = large.pop()!;
+    prob[s] = scaled[s]!;
+    alias[s] = l;
+    scaled[l] = scaled[l]! + scaled[s]! - 1;
+    (scaled[l]! < 1 ? small : large).push(l);
+  }
+  for (const i of large) prob[i] = 1;
+  for (const i of small) prob[i] = 1;
+  g.prob = prob;
+  g.alias = alias;
+  // Smooth weighted round-robin (nginx), over weights scaled to a schedule of at most 64 × n slots.
+  const max = Math.max(...w);
+  const scale = Math.min(1, 64 / max);
+  const sw = w.map((x) => Math.max(1, Math.round(x * scale)));
+  const len = sw.reduce((a, b) => a + b, 0);
+  const schedule = new Int32Array(len);
+  const current = new Array<number>(n).fill(0);
+  for (let s = 0; s < len; s++) {
+    let best = 0;
+    for (let i = 0; i < n; i++) {
+      current[i]! += sw[i]!;
+      if (current[i]! > current[best]!) best = i;
     }
-    t.endpoints.push(e);
-    t.health.push(health.get(e.id));
+    current[best]! -= len;
+    schedule[s] = best;
   }
-  return [...byRank.values()].sort((a, b) => a.tier.rank - b.tier.rank);
-}
-
-function weighted(t: AvailableTier): Endpoint {
-  const n = t.endpoints.length;
-  if (n === 1) return t.endpoints[0]!;
-  const r = Math.random() * t.total;
-  const cum = t.cumulative;
-  let lo = 0;
-  let hi = n - 1;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (cum[mid]! > r) hi = mid;
-    else lo = mid + 1;
-  }
-  return t.endpoints[lo]!;
+  g.schedule = schedule;
 }

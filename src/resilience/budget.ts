@@ -1,0 +1,94 @@
+/**
+ * The retry budget (Finagle's `RetryBudget`): retries may add a share of the
+ * requests made in the last `ttl`, plus a reserve of a few retries per
+ * second, so that retries cannot multiply an outage. Deposits and
+ * withdrawals expire after `ttl`. O(1) per operation, no allocation.
+ *
+ * @module
+ */
+
+import { monotonicNow } from "./health.js";
+
+/** Options of {@link RetryBudget}. */
+export interface RetryBudgetOptions {
+  /** Retries allowed as a share of requests, in [0, 1]; default 0.2 (Finagle). */
+  percent?: number;
+  /** Retries allowed per second whatever the request rate; default 10 (Finagle). */
+  minRetriesPerSecond?: number;
+  /** How long a deposit or withdrawal counts, in ms; default 10 000 (Finagle). */
+  ttl?: number;
+  /** Clock in ms; default a monotonic clock. */
+  now?: () => number;
+}
+
+const SLICES = 10;
+
+/**
+ * A token budget over a sliding window of `ttl` split into ten slices:
+ * balance = reserve + percent × requests − retries, counting only the
+ * window.
+ *
+ * @example
+ * ```ts
+ * const budget = new RetryBudget();
+ * budget.deposit();                 // one per request
+ * if (budget.tryWithdraw()) retry(); // one per retry
+ * ```
+ */
+export class RetryBudget {
+  readonly #percent: number;
+  readonly #reserve: number;
+  readonly #slice: number;
+  readonly #now: () => number;
+  readonly #slots = new Float64Array(SLICES);
+  #sum = 0;
+  #current = 0;
+
+  constructor(options: RetryBudgetOptions = {}) {
+    const ttl = options.ttl ?? 10_000;
+    this.#percent = options.percent ?? 0.2;
+    this.#reserve = (options.minRetriesPerSecond ?? 10) * (ttl / 1000);
+    this.#slice = ttl / SLICES;
+    this.#now = options.now ?? monotonicNow;
+    this.#current = Math.floor(this.#now() / this.#slice);
+  }
+
+  /** Records a request: it earns `percent` of a retry. */
+  deposit(): void {
+    this.#add(this.#percent);
+  }
+
+  /** Takes one retry from the budget; false (and nothing taken) when it is spent. */
+  tryWithdraw(): boolean {
+    this.#advance();
+    if (this.#reserve + this.#sum < 1) return false;
+    this.#add(-1);
+    return true;
+  }
+
+  /** Retries available now. */
+  get balance(): number {
+    this.#advance();
+    return Math.max(0, this.#reserve + this.#sum);
+  }
+
+  #add(v: number): void {
+    this.#advance();
+    this.#slots[this.#current % SLICES]! += v;
+    this.#sum += v;
+  }
+
+  /** Expires the slices that fell out of the window. */
+  #advance(): void {
+    const slice = Math.floor(this.#now() / this.#slice);
+    let passed = slice - this.#current;
+    if (passed <= 0) return;
+    if (passed > SLICES) passed = SLICES;
+    for (let i = 1; i <= passed; i++) {
+      const at = (this.#current + i) % SLICES;
+      this.#sum -= this.#slots[at]!;
+      this.#slots[at] = 0;
+    }
+    this.#current = slice;
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * One shared timer for every call (deadlines, retry back-off, hedge
+ * delays): a hashed timer wheel driven by a single unref'd interval, so that
+ * a call never arms a `setTimeout` of its own. Entries are intrusive (the
+ * wheel links the entry objects themselves): scheduling and cancelling are
+ * O(1) and allocate nothing.
+ *
+ * @module
+ */
+
+import { monotonicNow } from "./health.js";
+
+/** Something the wheel calls back. Subclass it and implement {@link TimerEntry.onTimer}. */
+export abstract class TimerEntry {
+  /** @internal When it fires (wheel clock, ms); -1 when not scheduled. */
+  at = -1;
+  /** @internal */
+  next: TimerEntry | null = null;
+  /** @internal */
+  prev: TimerEntry | null = null;
+  /** @internal */
+  slot = -1;
+  /** Called once when the time comes, unless cancelled first. */
+  abstract onTimer(): void;
+  /** True while scheduled. */
+  get scheduled(): boolean {
+    return this.at >= 0;
+  }
+}
+
+/** Options of {@link TimerWheel}. */
+export interface TimerWheelOptions {
+  /** Tick length in ms; default 5. Timers fire up to one tick late. */
+  tick?: number;
+  /** Slots in the wheel; default 512. Longer timers go round more than once. */
+  slots?: number;
+  /** Clock in ms; default a monotonic clock. */
+  now?: () => number;
+  /** Drive the wheel by hand (tests call {@link TimerWheel.advance}); default false. */
+  manual?: boolean;
+}
+
+/** Ticks with nothing scheduled before the interval stops (so that idle processes stay idle). */
+const IDLE_TICKS = 200;
+
+/** A hashed timer wheel with one shared interval. */
+export class TimerWheel {
+  readonly #tick: number;
+  readonly #heads: (TimerEntry | null)[];
+  readonly #manual: boolean;
+  /** The clock. */
+  readonly now: () => number;
+  #size = 0;
+  #processed: number;
+  #interval: ReturnType<typeof setInterval> | undefined;
+  #idle = 0;
+
+  constructor(options: TimerWheelOptions = {}) {
+    this.#tick = options.tick ?? 5;
+    this.#heads = new Array<TimerEntry | null>(options.slots ?? 512).fill(null);
+    this.now = options.now ?? monotonicNow;
+    this.#manual = options.manual ?? false;
+    this.#processed = Math.floor(this.now() / this.#tick);
+  }
+
+  /** Entries scheduled. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Schedules `entry` to fire at `at` (wheel clock, ms); reschedules it when already scheduled. */
+  schedule(entry: TimerEntry, at: number): void {
+    if (entry.at >= 0) this.cancel(entry);
+    const n = this.#heads.length;
+    // Never into a slot already swept: at least the next tick.
+    const tick = Math.max(Math.floor(at / this.#tick), this.#processed + 1);
+    const slot = tick % n;
+    entry.at = at;
+    entry.slot = slot;
+    entry.prev = null;
+    const head = this.#heads[slot]!;
+    entry.next = head;
+    if (head !== null) head.prev = entry;
+    this.#heads[slot] = entry;
+    this.#size++;
+    if (this.#interval === undefined && !this.#manual) this.#start();
+    this.#idle = 0;
+  }
+
+  /** Cancels `entry` if scheduled. */
+  cancel(entry: TimerEntry): void {
+    if (entry.at < 0) return;
+    if (entry.prev !== null) entry.prev.next = entry.next;
+    else this.#heads[entry.slot] = entry.next;
+    if (entry.next !== null) entry.next.prev = entry.prev;
+    entry.next = entry.prev = null;
+    entry.at = -1;
+    entry.slot = -1;
+    this.#size--;
+  }
+
+  /** Fires every entry due by now. The interval calls it; tests with `manual` call it after moving their clock. */
+  advance(): void {
+    const now = this.now();
+    const nowTick = Math.floor(now / this.#tick);
+    const n = this.#heads.length;
+    let from = this.#processed + 1;
+    if (nowTick - from >= n) from = nowTick - n + 1;
+    for (let t = from; t <= nowTick; t++) {
+      let e: TimerEntry | null = this.#heads[t % n]!;
+      while (e !== null) {
+        const next: TimerEntry | null = e.next;
+        if (e.at <= now || Math.floor(e.at / this.#tick) <= t) {
+          this.cancel(e);
+          try {
+            e.onTimer();
+          } catch (err) {
+            queueMicrotask(() => {
+              throw err;
+            });
+          }
+        }
+        e = next;
+      }
+    }
+    this.#processed = Math.max(this.#processed, nowTick);
+  }
+
+  /** Cancels nothing but stops the interval; it restarts with the next schedule. */
+  stop(): void {
+    if (this.#interval !== undefined) clearInterval(this.#interval);
+    this.#interval = undefined;
+  }
+
+  #start(): void {
+    this.#processed = Math.max(this.#processed, Math.floor(this.now() / this.#tick) - 1);
+    this.#interval = setInterval(() => {
+      this.advance();
+      if (this.#size === 0 && ++this.#idle >= IDLE_TICKS) this.stop();
+    }, this.#tick);
+    this.#interval.unref?.();
+  }
+}
+
+let shared: TimerWheel | undefined;
+
+/** The process-wide wheel that calls share. */
+export function sharedTimerWheel(): TimerWheel {
+  shared ??= new TimerWheel();
+  return shared;
+}
