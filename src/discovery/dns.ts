@@ -162,12 +162,14 @@ export type DnsQueryPlan =
 /**
  * The DNS question for a service in a cluster with domain `domain`:
  *
- * - a numeric port → A/AAAA of the host name, every address on that port;
- * - a named port → SRV: `_<port>._<proto>.<svc>.<ns>.svc.<domain>` (Kubernetes),
- *   `_<port>._<proto>.<svc>.<ns>.svc.clusterset.local` (Multi-Cluster Services),
- *   `<port>.<svc>.service[.<dc>].consul` (Consul, where the port name is a tag);
- * - no port → Consul: SRV of `<svc>.service[.<dc>].consul` (Consul services
- *   carry their ports); Kubernetes and clusterset: A/AAAA on `defaultPort`.
+ * - Kubernetes (`<svc>.<ns>.svc.<domain>`) and Multi-Cluster Services
+ *   (`<svc>.<ns>.svc.clusterset.local`) names: a numeric port → A/AAAA, every
+ *   address on that port; a named port → SRV `_<port>._<proto>.<host>`; no
+ *   port → A/AAAA on `defaultPort`.
+ * - Consul names (`<svc>.service[.<dc>].consul`): always SRV, since instances
+ *   register their own ports (which may differ per instance); a named port is
+ *   a tag (`<tag>.<svc>.service.consul`); a numeric port from the URL is not
+ *   used, as with the static backend.
  *
  * @internal
  */
@@ -192,19 +194,12 @@ export function dnsQueryPlan(
           : `${service.service}.service.${service.datacenter}.consul`;
       break;
   }
-  if (service.port !== undefined) return { type: "address", name: host, port: service.port };
-  if (service.portName !== undefined) {
-    return {
-      type: "srv",
-      name:
-        service.kind === "consul"
-          ? `${service.portName}.${host}`
-          : `_${service.portName}._${protocol}.${host}`,
-    };
+  if (service.kind === "consul") {
+    return { type: "srv", name: service.portName === undefined ? host : `${service.portName}.${host}` };
   }
-  return service.kind === "consul"
-    ? { type: "srv", name: host }
-    : { type: "address", name: host, port: defaultPort };
+  if (service.portName !== undefined)
+    return { type: "srv", name: `_${service.portName}._${protocol}.${host}` };
+  return { type: "address", name: host, port: service.port ?? defaultPort };
 }
 
 /** A resolved cluster: its endpoints (sorted) and the TTL of the answer, seconds. */

@@ -215,7 +215,7 @@ describe("dnsDiscovery", () => {
       ["web.service.consul", undefined, { type: "srv", name: "web.service.consul" }],
       ["web.service.dc-east.consul", undefined, { type: "srv", name: "web.service.dc-east.consul" }],
       ["web.service.consul", "primary", { type: "srv", name: "primary.web.service.consul" }],
-      ["web.service.consul", 8500, { type: "address", name: "web.service.consul", port: 8500 }],
+      ["web.service.consul", 8500, { type: "srv", name: "web.service.consul" }],
     ] as const)("asks %s (port %s) as %j", (name, port, plan) => {
       expect(dnsQueryPlan(parseServiceName(name, port), "cluster.local", "tcp", 80)).toEqual(plan);
     });
