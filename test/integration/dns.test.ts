@@ -9,7 +9,7 @@ import { type DnsDiscoveryOptions, dnsDiscovery } from "../../src/discovery/dns.
 import { parseServiceName } from "../../src/discovery/names.js";
 import { Registry, type ServiceSnapshot } from "../../src/discovery/registry.js";
 import { ConfigError, ErrorCodes, isMeshError } from "../../src/errors.js";
-import { createMesh, type Mesh, type ServiceDescription } from "../../src/mesh.js";
+import { createMesh, type ServiceDescription } from "../../src/mesh.js";
 import {
   type DnsRecords,
   dnsmasqPath,
