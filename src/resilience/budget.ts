@@ -22,6 +22,8 @@ export interface RetryBudgetOptions {
 }
 
 const SLICES = 10;
+/** Tokens are integers (one retry is 1000) so that sums stay exact, as Finagle scales its own. */
+const RETRY = 1000;
 
 /**
  * A token budget over a sliding window of `ttl` split into ten slices:
@@ -46,8 +48,8 @@ export class RetryBudget {
 
   constructor(options: RetryBudgetOptions = {}) {
     const ttl = options.ttl ?? 10_000;
-    this.#percent = options.percent ?? 0.2;
-    this.#reserve = (options.minRetriesPerSecond ?? 10) * (ttl / 1000);
+    this.#percent = Math.round((options.percent ?? 0.2) * RETRY);
+    this.#reserve = Math.round((options.minRetriesPerSecond ?? 10) * (ttl / 1000) * RETRY);
     this.#slice = ttl / SLICES;
     this.#now = options.now ?? monotonicNow;
     this.#current = Math.floor(this.#now() / this.#slice);
@@ -61,15 +63,15 @@ export class RetryBudget {
   /** Takes one retry from the budget; false (and nothing taken) when it is spent. */
   tryWithdraw(): boolean {
     this.#advance();
-    if (this.#reserve + this.#sum < 1) return false;
-    this.#add(-1);
+    if (this.#reserve + this.#sum < RETRY) return false;
+    this.#add(-RETRY);
     return true;
   }
 
   /** Retries available now. */
   get balance(): number {
     this.#advance();
-    return Math.max(0, this.#reserve + this.#sum);
+    return Math.max(0, (this.#reserve + this.#sum) / RETRY);
   }
 
   #add(v: number): void {

@@ -214,10 +214,14 @@ export class HealthTracker {
     return h.state === "healthy" || (h.state === "ejected" && now >= h.ejectedUntil);
   }
 
-  /** A call to the endpoint starts; an ejected endpoint whose time is over becomes the probe. */
+  /**
+   * A call to the endpoint starts; an ejected endpoint whose time is over
+   * becomes the probe. A call to an endpoint still ejected (panic routing)
+   * neither probes nor ends the ejection early, as in Envoy.
+   */
   start(h: EndpointHealth): void {
     h.outstanding++;
-    if (h.state === "ejected") this.#set(h, "probing");
+    if (h.state === "ejected" && this.now() >= h.ejectedUntil) this.#set(h, "probing");
   }
 
   /** The call ended with a response that counts as success, after `latency` ms. */

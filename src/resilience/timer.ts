@@ -30,7 +30,7 @@ export abstract class TimerEntry {
 
 /** Options of {@link TimerWheel}. */
 export interface TimerWheelOptions {
-  /** Tick length in ms; default 5. Timers fire up to one tick late. */
+  /** Tick length in ms; default 5. Timers fire up to one tick (plus the interval's own lateness) late. */
   tick?: number;
   /** Slots in the wheel; default 512. Longer timers go round more than once. */
   slots?: number;
@@ -99,18 +99,22 @@ export class TimerWheel {
     this.#size--;
   }
 
-  /** Fires every entry due by now. The interval calls it; tests with `manual` call it after moving their clock. */
+  /**
+   * Fires every entry whose tick has passed (so at most one tick late). The
+   * interval calls it; tests with `manual` call it after moving their clock.
+   */
   advance(): void {
-    const now = this.now();
-    const nowTick = Math.floor(now / this.#tick);
+    // Only whole ticks are swept: an entry in the current tick may not be due yet.
+    const last = Math.floor(this.now() / this.#tick) - 1;
     const n = this.#heads.length;
     let from = this.#processed + 1;
-    if (nowTick - from >= n) from = nowTick - n + 1;
-    for (let t = from; t <= nowTick; t++) {
+    if (last - from >= n) from = last - n + 1;
+    for (let t = from; t <= last; t++) {
       let e: TimerEntry | null = this.#heads[t % n]!;
       while (e !== null) {
         const next: TimerEntry | null = e.next;
-        if (e.at <= now || Math.floor(e.at / this.#tick) <= t) {
+        // Entries of a later turn of the wheel share the slot: leave them.
+        if (Math.floor(e.at / this.#tick) <= t) {
           this.cancel(e);
           try {
             e.onTimer();
@@ -123,7 +127,7 @@ export class TimerWheel {
         e = next;
       }
     }
-    this.#processed = Math.max(this.#processed, nowTick);
+    this.#processed = Math.max(this.#processed, last);
   }
 
   /** Cancels nothing but stops the interval; it restarts with the next schedule. */
