@@ -6,6 +6,7 @@
  * @module
  */
 
+import { isIP } from "node:net";
 import { z } from "zod";
 import { parseOptions } from "../config/validate.js";
 import { DiscoveryError } from "../errors.js";
@@ -69,7 +70,8 @@ export const dnsDiscoverySchema = z
     clusters: z.array(clusterSchema).min(1).optional(),
     timeout: z.number().int().min(1).max(60_000).optional(),
     tries: z.number().int().min(1).max(10).optional(),
-    minTtl: durationMs.optional(),
+    // A floor, so that TTL 0 or a failing server cannot make a watch spin.
+    minTtl: z.number().int().min(10).max(86_400_000).optional(),
     maxTtl: durationMs.optional(),
     negativeTtl: durationMs.optional(),
     jitter: z.number().min(0).max(1).optional(),
@@ -317,7 +319,7 @@ async function resolveCluster(
     const targets = [...new Set(records.map((r) => r.target))];
     const found = await Promise.all(
       targets.map(async (target): Promise<[string, AddressRecord[]]> => {
-        if (/^[\d.]+$/.test(target) || target.includes(":")) return [target, [{ address: target, ttl }]];
+        if (isIP(target) !== 0) return [target, [{ address: target, ttl }]];
         try {
           return [target, await addresses(transport, target, settings.family)];
         } catch (err) {
@@ -488,13 +490,24 @@ export function createDnsBackend(
 
       const loop = async (state: ClusterState) => {
         const cluster = state.cluster;
-        const transport = makeTransport({
-          servers: cluster.servers,
-          timeout: settings.timeout,
-          tries: settings.tries,
-          tcp: cluster.tcp,
-          cluster: cluster.name,
-        });
+        let transport: DnsTransport;
+        try {
+          transport = makeTransport({
+            servers: cluster.servers,
+            timeout: settings.timeout,
+            tries: settings.tries,
+            tcp: cluster.tcp,
+            cluster: cluster.name,
+          });
+        } catch (err) {
+          // Nothing may escape a loop nobody awaits: it would be an unhandled rejection.
+          state.status = "failed";
+          state.error = new DnsQueryError("EUNKNOWN", `creating a DNS client: ${(err as Error)?.message}`, {
+            cause: err,
+          });
+          notify();
+          return;
+        }
         transports.push(transport);
         const plan = dnsQueryPlan(service, cluster.domain, settings.protocol, settings.defaultPort);
         while (!stop.signal.aborted) {

@@ -169,6 +169,7 @@ describe("dnsDiscovery", () => {
         "clusters[1].name",
       ],
       [{ minTtl: 5000, maxTtl: 1000 }, "minTtl"],
+      [{ minTtl: 0 }, "minTtl"],
       [{ jitter: 2 }, "jitter"],
       [{ clusters: [{ name: "a", region: "r", servers: ["10.0.0.1:70000"] }] }, "clusters[0].servers[0]"],
       [{ clusters: [{ name: "a", region: "r", domain: "Not A Domain" }] }, "clusters[0].domain"],
