@@ -146,15 +146,25 @@ const ids = (s: ServiceSnapshot) => s.endpoints.map((e) => e.id);
 describe.skipIf(skip)("dnsDiscovery", () => {
   beforeAll(async () => {
     if (missing) throw new Error("dnsmasq is not installed; CI must install the dnsmasq package");
-    const first = await startServer("east-a", { address: "127.0.0.2" });
-    port = first.port;
-    pods = { "east-a": first };
-    for (const [name, address] of [
-      ["east-b", "127.0.0.3"],
-      ["west-c", "127.0.0.4"],
-      ["west-d", "127.0.0.5"],
-    ] as const) {
-      pods[name] = await startServer(name, { address, port });
+    // A records carry no port, so every pod listens on the same one; if
+    // another test holds it on one of the addresses, try another port.
+    for (let attempt = 0; ; attempt++) {
+      const first = await startServer("east-a", { address: "127.0.0.2" });
+      port = first.port;
+      pods = { "east-a": first };
+      try {
+        for (const [name, address] of [
+          ["east-b", "127.0.0.3"],
+          ["west-c", "127.0.0.4"],
+          ["west-d", "127.0.0.5"],
+        ] as const) {
+          pods[name] = await startServer(name, { address, port });
+        }
+        break;
+      } catch (err) {
+        for (const pod of Object.values(pods)) await pod.stop();
+        if (attempt >= 4) throw err;
+      }
     }
     east = await startDnsServer({ address: "127.0.0.53", ttl: TTL, records: eastRecords() });
     west = await startDnsServer({ address: "127.0.0.54", ttl: TTL, records: westRecords() });
