@@ -81,6 +81,8 @@ export interface PickConstraints {
   readonly exclude?: readonly Endpoint[] | undefined;
   /** After a connection failure: prefer any other cluster over this one. */
   readonly avoidCluster?: string | undefined;
+  /** After connection failures in several clusters: prefer any cluster not listed. */
+  readonly avoidClusters?: readonly string[] | undefined;
 }
 
 /** How a tier currently stands, for `describe()` and tests. */
@@ -212,7 +214,9 @@ export class Balancer {
     this.#saturated = false;
     if (plans.length === 0) return undefined;
     const exclude = constraints?.exclude;
-    const avoid = constraints?.avoidCluster;
+    const one = constraints?.avoidCluster;
+    const many = constraints?.avoidClusters;
+    const avoid = one === undefined ? many : many === undefined ? [one] : [...many, one];
     if (exclude === undefined && avoid === undefined) {
       const e = this.#pickOnce(plans);
       return e === undefined || this.#fits(e) ? e : this.#scan(plans, undefined, undefined);
@@ -220,7 +224,7 @@ export class Balancer {
     // A retry: a few ordinary picks usually find an allowed endpoint in O(1).
     for (let i = 0; i < 4; i++) {
       const e = this.#pickOnce(plans);
-      if (e !== undefined && e.cluster !== avoid && !exclude?.includes(e) && this.#fits(e)) return e;
+      if (e !== undefined && !avoid?.includes(e.cluster) && !exclude?.includes(e) && this.#fits(e)) return e;
     }
     if (avoid !== undefined) {
       const other = this.#scan(plans, exclude, avoid);
@@ -366,7 +370,7 @@ export class Balancer {
   #scan(
     plans: readonly Plan[],
     exclude: readonly Endpoint[] | undefined,
-    avoid: string | undefined,
+    avoid: readonly string[] | undefined,
   ): Endpoint | undefined {
     let full = false;
     for (const p of plans) {
@@ -375,7 +379,7 @@ export class Balancer {
       let total = 0;
       for (const g of p.groups) {
         for (const e of g.endpoints) {
-          if (e.cluster === avoid || exclude?.includes(e)) continue;
+          if (avoid?.includes(e.cluster) || exclude?.includes(e)) continue;
           if (!this.#fits(e)) {
             full = true;
             continue;
@@ -397,7 +401,7 @@ export class Balancer {
       if (p.load > 0) continue;
       for (const g of p.groups) {
         for (const e of g.endpoints) {
-          if (e.cluster === avoid || exclude?.includes(e)) continue;
+          if (avoid?.includes(e.cluster) || exclude?.includes(e)) continue;
           if (this.#fits(e)) return e;
           full = true;
         }

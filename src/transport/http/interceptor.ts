@@ -444,6 +444,7 @@ class MeshCall implements Dispatcher.DispatchController {
   #other: Attempt | undefined;
   #winner: Attempt | undefined;
   #tried: Endpoint[] | undefined;
+  #badClusters: string[] | undefined;
   #records: AttemptRecord[] | undefined;
   #next: Endpoint | undefined;
   #nextDelay = 0;
@@ -651,10 +652,13 @@ class MeshCall implements Dispatcher.DispatchController {
     if (!this.#policy.mayRetry(kind, this.#retryable, this.#attempts)) return undefined;
     if (bodySent(this.#opts.body)) return undefined;
     if (this.#policy.now() >= this.#deadlineAt) return undefined;
-    const next = this.#route.balancer.pick({
-      exclude: this.#tried,
-      avoidCluster: kind === "connect" || kind === "reset" ? a.endpoint.cluster : undefined,
-    });
+    // A connection that failed, broke or went silent points at the network or
+    // the whole cluster as much as at the host: retry in another cluster if possible.
+    if (kind === "connect" || kind === "reset" || kind === "timeout") {
+      const bad = (this.#badClusters ??= []);
+      if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
+    }
+    const next = this.#route.balancer.pick({ exclude: this.#tried, avoidClusters: this.#badClusters });
     if (next === undefined) return undefined;
     const budget = this.#route.state.budget;
     if (budget !== undefined && !budget.tryWithdraw()) {
