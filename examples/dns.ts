@@ -67,14 +67,29 @@ async function stopPod(pod: Pod): Promise<void> {
   await closed;
 }
 
-const first = await startPod("east-1", "127.0.0.2", 0);
-const port = (first.server.address() as AddressInfo).port;
-const pods = [
-  first,
-  await startPod("east-2", "127.0.0.3", port),
-  await startPod("west-1", "127.0.0.4", port),
-  await startPod("west-2", "127.0.0.5", port),
-];
+// Retried with another port in the rare case one address already holds it.
+async function startPods(): Promise<{ port: number; pods: Pod[] }> {
+  for (let attempt = 0; ; attempt++) {
+    const first = await startPod("east-1", "127.0.30.2", 0);
+    const port = (first.server.address() as AddressInfo).port;
+    const pods = [first];
+    try {
+      for (const [name, address] of [
+        ["east-2", "127.0.30.3"],
+        ["west-1", "127.0.30.4"],
+        ["west-2", "127.0.30.5"],
+      ] as const) {
+        pods.push(await startPod(name, address, port));
+      }
+      return { port, pods };
+    } catch (err) {
+      for (const pod of pods) await stopPod(pod);
+      if (attempt >= 4) throw err;
+    }
+  }
+}
+
+const { port, pods } = await startPods();
 
 // --- One dnsmasq per cluster: A records from a hosts file, SRV records from
 // the command line, TTL 1 s, NXDOMAIN for unknown names under cluster.local.
@@ -135,23 +150,23 @@ async function stopDns(dns: Dns): Promise<void> {
 
 const eastDns = await startDns(
   "east",
-  "127.0.0.53",
+  "127.0.30.53",
   [
-    ["127.0.0.2", WEB],
-    ["127.0.0.3", WEB],
-    ["127.0.0.2", `east-1.${WEB}`],
-    ["127.0.0.3", `east-2.${WEB}`],
+    ["127.0.30.2", WEB],
+    ["127.0.30.3", WEB],
+    ["127.0.30.2", `east-1.${WEB}`],
+    ["127.0.30.3", `east-2.${WEB}`],
   ],
   [`_http._tcp.${WEB},east-1.${WEB},${port},10,3`, `_http._tcp.${WEB},east-2.${WEB},${port},10,1`],
 );
 const westDns = await startDns(
   "west",
-  "127.0.0.54",
+  "127.0.30.54",
   [
-    ["127.0.0.4", WEB],
-    ["127.0.0.5", WEB],
-    ["127.0.0.4", `west-1.${WEB}`],
-    ["127.0.0.5", `west-2.${WEB}`],
+    ["127.0.30.4", WEB],
+    ["127.0.30.5", WEB],
+    ["127.0.30.4", `west-1.${WEB}`],
+    ["127.0.30.5", `west-2.${WEB}`],
   ],
   // west-2 has a higher priority value: a backup.
   [`_http._tcp.${WEB},west-1.${WEB},${port},10,1`, `_http._tcp.${WEB},west-2.${WEB},${port},20,1`],
@@ -203,8 +218,11 @@ try {
   await calls("2. calls from us-east-1");
 
   await stopDns(eastDns);
-  await sleep(1500);
-  const source = mesh.describe().services.find((s) => s.service === `web.default:${port}`)!.sources[0]!;
+  // The next refresh (within maxTtl) finds the server gone.
+  const sourceOf = () =>
+    mesh.describe().services.find((s) => s.service === `web.default:${port}`)!.sources[0]!;
+  for (let i = 0; i < 50 && !sourceOf().stale; i++) await sleep(100);
+  const source = sourceOf();
   console.log(`3. east DNS down: stale=${source.stale}`);
   for (const c of source.clusters ?? []) {
     console.log(`   cluster ${c.cluster}: fresh=${c.fresh}${c.error ? ` error=${c.error}` : ""}`);

@@ -40,10 +40,10 @@ let west: TestDnsServer;
 function eastRecords(): Required<DnsRecords> {
   return {
     hosts: {
-      [WEB]: ["127.0.0.2", "127.0.0.3"],
-      [`pod-a.${WEB}`]: ["127.0.0.2"],
-      [`pod-b.${WEB}`]: ["127.0.0.3"],
-      "web.default.svc.clusterset.local": ["127.0.0.2", "127.0.0.3"],
+      [WEB]: ["127.0.40.2", "127.0.40.3"],
+      [`pod-a.${WEB}`]: ["127.0.40.2"],
+      [`pod-b.${WEB}`]: ["127.0.40.3"],
+      "web.default.svc.clusterset.local": ["127.0.40.2", "127.0.40.3"],
     },
     srv: [
       { name: `_http._tcp.${WEB}`, target: `pod-a.${WEB}`, port, priority: 10, weight: 3 },
@@ -56,9 +56,9 @@ function eastRecords(): Required<DnsRecords> {
 function westRecords(): Required<DnsRecords> {
   return {
     hosts: {
-      [WEB]: ["127.0.0.4"],
-      [`pod-c.${WEB}`]: ["127.0.0.4"],
-      [`pod-d.${WEB}`]: ["127.0.0.5"],
+      [WEB]: ["127.0.40.4"],
+      [`pod-c.${WEB}`]: ["127.0.40.4"],
+      [`pod-d.${WEB}`]: ["127.0.40.5"],
     },
     srv: westSrv(20),
   };
@@ -149,14 +149,14 @@ describe.skipIf(skip)("dnsDiscovery", () => {
     // A records carry no port, so every pod listens on the same one; if
     // another test holds it on one of the addresses, try another port.
     for (let attempt = 0; ; attempt++) {
-      const first = await startServer("east-a", { address: "127.0.0.2" });
+      const first = await startServer("east-a", { address: "127.0.40.2" });
       port = first.port;
       pods = { "east-a": first };
       try {
         for (const [name, address] of [
-          ["east-b", "127.0.0.3"],
-          ["west-c", "127.0.0.4"],
-          ["west-d", "127.0.0.5"],
+          ["east-b", "127.0.40.3"],
+          ["west-c", "127.0.40.4"],
+          ["west-d", "127.0.40.5"],
         ] as const) {
           pods[name] = await startServer(name, { address, port });
         }
@@ -166,8 +166,8 @@ describe.skipIf(skip)("dnsDiscovery", () => {
         if (attempt >= 4) throw err;
       }
     }
-    east = await startDnsServer({ address: "127.0.0.53", ttl: TTL, records: eastRecords() });
-    west = await startDnsServer({ address: "127.0.0.54", ttl: TTL, records: westRecords() });
+    east = await startDnsServer({ address: "127.0.40.53", ttl: TTL, records: eastRecords() });
+    west = await startDnsServer({ address: "127.0.40.54", ttl: TTL, records: westRecords() });
   });
 
   afterAll(async () => {
@@ -197,9 +197,9 @@ describe.skipIf(skip)("dnsDiscovery", () => {
     try {
       const resolved = await mesh.resolve("web.default", port);
       expect(resolved.map((r) => [r.endpoint.id, r.tier])).toEqual([
-        [`east/127.0.0.2:${port}`, "region"],
-        [`east/127.0.0.3:${port}`, "region"],
-        [`west/127.0.0.4:${port}`, "failover:us-west-2"],
+        [`east/127.0.40.2:${port}`, "region"],
+        [`east/127.0.40.3:${port}`, "region"],
+        [`west/127.0.40.4:${port}`, "failover:us-west-2"],
       ]);
       expect(resolved[0]!.endpoint).toMatchObject({
         backend: "dns",
@@ -222,10 +222,10 @@ describe.skipIf(skip)("dnsDiscovery", () => {
           .map((r) => [r.endpoint.id, r.endpoint.weight, r.endpoint.backup])
           .sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
       ).toEqual([
-        [`east/127.0.0.2:${port}`, 3, false],
-        [`east/127.0.0.3:${port}`, 1, false],
-        [`west/127.0.0.4:${port}`, 1, false],
-        [`west/127.0.0.5:${port}`, 1, true],
+        [`east/127.0.40.2:${port}`, 3, false],
+        [`east/127.0.40.3:${port}`, 1, false],
+        [`west/127.0.40.4:${port}`, 1, false],
+        [`west/127.0.40.5:${port}`, 1, true],
       ]);
     } finally {
       await mesh.close();
@@ -237,12 +237,12 @@ describe.skipIf(skip)("dnsDiscovery", () => {
     try {
       const clusterset = await mesh.resolve("web.default.svc.clusterset.local", port);
       expect(clusterset.map((r) => r.endpoint.id)).toEqual([
-        `east/127.0.0.2:${port}`,
-        `east/127.0.0.3:${port}`,
+        `east/127.0.40.2:${port}`,
+        `east/127.0.40.3:${port}`,
       ]);
       // A Consul name without a port is an SRV question: the service carries its port.
       const consul = await mesh.resolve("web.service.consul");
-      expect(consul.map((r) => r.endpoint.id)).toEqual([`east/127.0.0.2:${port}`]);
+      expect(consul.map((r) => r.endpoint.id)).toEqual([`east/127.0.40.2:${port}`]);
       const res = await mesh.fetch(`http://web.service.consul:${port}/`);
       expect(res.status).toBe(200);
     } finally {
@@ -278,21 +278,21 @@ describe.skipIf(skip)("dnsDiscovery", () => {
     try {
       const first = await registry.watch(parseServiceName("web.default", port)).settled();
       expect(ids(first)).toEqual([
-        `east/127.0.0.2:${port}`,
-        `east/127.0.0.3:${port}`,
-        `west/127.0.0.4:${port}`,
+        `east/127.0.40.2:${port}`,
+        `east/127.0.40.3:${port}`,
+        `west/127.0.40.4:${port}`,
       ]);
 
-      await east.setHosts({ ...eastRecords().hosts, [WEB]: ["127.0.0.2", "127.0.0.3", "127.0.0.6"] });
+      await east.setHosts({ ...eastRecords().hosts, [WEB]: ["127.0.40.2", "127.0.40.3", "127.0.40.6"] });
       const added = await snapshotWhere(
         registry,
         "web.default",
         port,
-        (s) => ids(s).includes(`east/127.0.0.6:${port}`),
+        (s) => ids(s).includes(`east/127.0.40.6:${port}`),
         WITHIN,
         "the added record",
       );
-      expect(added.endpoints.find((e) => e.address === "127.0.0.6")).toMatchObject({
+      expect(added.endpoints.find((e) => e.address === "127.0.40.6")).toMatchObject({
         cluster: "east",
         backend: "dns",
       });
@@ -307,9 +307,9 @@ describe.skipIf(skip)("dnsDiscovery", () => {
         "the removed record",
       );
       expect(ids(removed)).toEqual([
-        `east/127.0.0.2:${port}`,
-        `east/127.0.0.3:${port}`,
-        `east/127.0.0.6:${port}`,
+        `east/127.0.40.2:${port}`,
+        `east/127.0.40.3:${port}`,
+        `east/127.0.40.6:${port}`,
       ]);
       // The west cluster answered NXDOMAIN: its endpoints are gone, not stale.
       expect(removed.sources[0]!.stale).toBe(false);
@@ -322,14 +322,14 @@ describe.skipIf(skip)("dnsDiscovery", () => {
     const registry = new Registry([dnsDiscovery(options())]);
     try {
       const first = await registry.watch(parseServiceName("web.default", "http")).settled();
-      expect(first.endpoints.find((e) => e.address === "127.0.0.5")?.backup).toBe(true);
+      expect(first.endpoints.find((e) => e.address === "127.0.40.5")?.backup).toBe(true);
       // dnsmasq reads SRV lines only at start: this restarts it.
       await west.setSrv(westSrv(10));
       const changed = await snapshotWhere(
         registry,
         "web.default",
         "http",
-        (s) => s.endpoints.find((e) => e.address === "127.0.0.5")?.backup === false && !s.sources[0]!.stale,
+        (s) => s.endpoints.find((e) => e.address === "127.0.40.5")?.backup === false && !s.sources[0]!.stale,
         WITHIN,
         "pod-d promoted to the primary tier",
       );
@@ -365,11 +365,11 @@ describe.skipIf(skip)("dnsDiscovery", () => {
       expect(eastStatus).toMatchObject({
         cluster: "east",
         fresh: false,
-        error: expect.stringContaining("127.0.0.53"),
+        error: expect.stringContaining("127.0.40.53"),
       });
       expect(eastStatus!.updatedAt).toBeTypeOf("number");
       expect(westStatus).toMatchObject({ cluster: "west", fresh: true, error: undefined });
-      expect(stale.endpoints.map((e) => e.id)).toContain(`east/127.0.0.2:${port}`);
+      expect(stale.endpoints.map((e) => e.id)).toContain(`east/127.0.40.2:${port}`);
 
       // The pods are fine; only their DNS is down. Calls still go to east.
       for (let i = 0; i < 4; i++) {
@@ -406,10 +406,10 @@ describe.skipIf(skip)("dnsDiscovery", () => {
         client.on("error", () => upstream.destroy());
         upstream.on("error", () => client.destroy());
       });
-      server.listen(0, "127.0.0.1");
+      server.listen(0, "127.0.40.1");
       await once(server, "listening");
       proxies.push(server);
-      return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+      return `127.0.40.1:${(server.address() as AddressInfo).port}`;
     };
     const viaTcp = [await proxy(east), await proxy(west)];
     const backend = dnsDiscovery({
@@ -423,16 +423,16 @@ describe.skipIf(skip)("dnsDiscovery", () => {
     try {
       const a = await mesh.resolve("web.default", port);
       expect(a.map((r) => r.endpoint.id).sort()).toEqual([
-        `east/127.0.0.2:${port}`,
-        `east/127.0.0.3:${port}`,
-        `west/127.0.0.4:${port}`,
+        `east/127.0.40.2:${port}`,
+        `east/127.0.40.3:${port}`,
+        `west/127.0.40.4:${port}`,
       ]);
       const srv = await mesh.resolve("web.default", "http");
       expect(srv.map((r) => [r.endpoint.id, r.endpoint.weight, r.endpoint.backup]).sort()).toEqual([
-        [`east/127.0.0.2:${port}`, 3, false],
-        [`east/127.0.0.3:${port}`, 1, false],
-        [`west/127.0.0.4:${port}`, 1, false],
-        [`west/127.0.0.5:${port}`, 1, true],
+        [`east/127.0.40.2:${port}`, 3, false],
+        [`east/127.0.40.3:${port}`, 1, false],
+        [`west/127.0.40.4:${port}`, 1, false],
+        [`west/127.0.40.5:${port}`, 1, true],
       ]);
       expect(connections).toBeGreaterThan(0);
       const nx = await mesh.resolve("nope.default", port).catch((e: unknown) => e);
@@ -467,9 +467,9 @@ describe.skipIf(skip)("dnsDiscovery", () => {
       try {
         const resolved = await mesh.resolve("web.default", port);
         expect(resolved.map((r) => r.endpoint.id)).toEqual([
-          `west/127.0.0.4:${port}`,
-          `east/127.0.0.2:${port}`,
-          `east/127.0.0.3:${port}`,
+          `west/127.0.40.4:${port}`,
+          `east/127.0.40.2:${port}`,
+          `east/127.0.40.3:${port}`,
         ]);
         expect(mesh.describe().backends).toEqual(["dns"]);
       } finally {
