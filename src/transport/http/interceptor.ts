@@ -163,16 +163,44 @@ function defaultPort(protocol: string): number {
   return protocol === "https:" ? 443 : 80;
 }
 
-/** Whether a request body can be sent again, and the body to send. */
+/** The most body bytes kept so that an iterable body can be sent again. */
+const MAX_REPLAY_BYTES = 1 << 20;
+
+/**
+ * An iterable request body (what `fetch` sends) that remembers its chunks
+ * as they go out, so that a retry can send it again once the first attempt
+ * read it to the end — up to {@link MAX_REPLAY_BYTES}.
+ */
 class ReplayableIterable {
   started = false;
+  #complete = false;
+  #chunks: unknown[] | undefined = [];
+  #bytes = 0;
   readonly #source: AsyncIterable<unknown> | Iterable<unknown>;
   constructor(source: AsyncIterable<unknown> | Iterable<unknown>) {
     this.#source = source;
   }
+  /** True when it can be sent (again): not started, or read to the end and remembered. */
+  get replayable(): boolean {
+    return !this.started || (this.#complete && this.#chunks !== undefined);
+  }
   async *[Symbol.asyncIterator]() {
+    if (this.started) {
+      if (!this.replayable) throw new Error("request body already sent");
+      yield* this.#chunks!;
+      return;
+    }
     this.started = true;
-    yield* this.#source as AsyncIterable<unknown>;
+    for await (const chunk of this.#source as AsyncIterable<unknown>) {
+      if (this.#chunks !== undefined) {
+        const size = (chunk as { byteLength?: number; length?: number }).byteLength ?? String(chunk).length;
+        this.#bytes += size;
+        if (this.#bytes <= MAX_REPLAY_BYTES) this.#chunks.push(chunk);
+        else this.#chunks = undefined;
+      }
+      yield chunk;
+    }
+    this.#complete = true;
   }
 }
 
@@ -190,7 +218,7 @@ function wrapBody(body: unknown): unknown {
 
 function bodySent(body: unknown): boolean {
   if (body == null || typeof body === "string" || ArrayBuffer.isView(body)) return false;
-  if (body instanceof ReplayableIterable) return body.started;
+  if (body instanceof ReplayableIterable) return !body.replayable;
   const stream = body as { readableDidRead?: boolean; destroyed?: boolean };
   if (typeof stream.readableDidRead === "boolean") return stream.readableDidRead || stream.destroyed === true;
   return true; // unknown body kinds (FormData, Blob streams): assume consumed
@@ -507,7 +535,7 @@ class MeshCall implements Dispatcher.DispatchController {
 
   start(): void {
     const watch = this.#route.balancer.watch;
-    if (watch.isSettled) {
+    if (watch.isSettled || this.#routes.closed) {
       this.#first();
       return;
     }
