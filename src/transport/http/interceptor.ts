@@ -359,9 +359,30 @@ class CallTimer extends TimerEntry {
   }
 }
 
-/** One attempt of a call: the handler of one dispatch to one endpoint. */
-class Attempt implements Dispatcher.DispatchHandler {
+/** The error an attempt ends with when its per-try timeout passes: undici's own code, so that it reads the same. */
+function perTryTimeoutError(ms: number): Error {
+  const err = new Error(`no response headers within the per-try timeout of ${ms} ms`) as Error & {
+    code: string;
+  };
+  err.name = "HeadersTimeoutError";
+  err.code = "UND_ERR_HEADERS_TIMEOUT";
+  return err;
+}
+
+/**
+ * One attempt of a call: the handler of one dispatch to one endpoint, and
+ * its own per-try timer on the shared wheel (undici's `headersTimeout` runs
+ * on timers of 0.5–1 s resolution, too coarse for sub-second per-try
+ * timeouts; it stays set as a backstop).
+ */
+class Attempt extends TimerEntry implements Dispatcher.DispatchHandler {
   controller: Dispatcher.DispatchController | null = null;
+  /** Response headers (or an upgrade) arrived. */
+  responded = false;
+  /** The per-try timeout passed before the controller was known. */
+  timedOut: Error | null = null;
+  /** The per-try timeout in force, ms. */
+  timeoutMs = 0;
   /** Reported to health (or released). */
   reported = false;
   /** Ended (error or end seen, or abandoned). */
@@ -380,19 +401,35 @@ class Attempt implements Dispatcher.DispatchHandler {
     readonly endpoint: Endpoint,
     readonly health: EndpointHealth,
     readonly startedAt: number,
-  ) {}
+    readonly wheel: TimerWheel,
+  ) {
+    super();
+  }
 
   abandon(reason: Error): void {
     if (this.abandoned !== null || this.closed) return;
     this.abandoned = reason;
+    this.wheel.cancel(this);
     this.call.release(this);
     this.controller?.abort(reason);
+  }
+
+  /** The per-try timeout passed. */
+  onTimer(): void {
+    if (this.closed || this.abandoned !== null || this.responded) return;
+    const err = perTryTimeoutError(this.timeoutMs);
+    if (this.controller === null) this.timedOut = err;
+    else this.controller.abort(err);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
     this.controller = controller;
     if (this.abandoned !== null) {
       controller.abort(this.abandoned);
+      return;
+    }
+    if (this.timedOut !== null) {
+      controller.abort(this.timedOut);
       return;
     }
     this.call.onAttemptStart(this, controller, context);
@@ -404,6 +441,8 @@ class Attempt implements Dispatcher.DispatchHandler {
     headers: Parameters<NonNullable<Dispatcher.DispatchHandler["onRequestUpgrade"]>>[2],
     socket: Parameters<NonNullable<Dispatcher.DispatchHandler["onRequestUpgrade"]>>[3],
   ): void {
+    this.responded = true;
+    this.wheel.cancel(this);
     if (this.abandoned !== null) return;
     this.call.onAttemptUpgrade(this, statusCode, headers, socket);
   }
@@ -414,6 +453,8 @@ class Attempt implements Dispatcher.DispatchHandler {
     headers: Parameters<NonNullable<Dispatcher.DispatchHandler["onResponseStart"]>>[2],
     statusMessage?: string,
   ): void {
+    this.responded = true;
+    this.wheel.cancel(this);
     if (this.abandoned !== null) return;
     this.call.onAttemptResponse(this, statusCode, headers, statusMessage);
   }
@@ -436,6 +477,7 @@ class Attempt implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
     if (this.closed) return;
     this.closed = true;
+    this.wheel.cancel(this);
     if (this.abandoned !== null) return;
     this.call.onAttemptError(this, err);
   }
@@ -609,7 +651,7 @@ class MeshCall implements Dispatcher.DispatchController {
   #launch(endpoint: Endpoint, now: number): void {
     const balancer = this.#route.balancer;
     const health = balancer.healthOf(endpoint);
-    const attempt = new Attempt(this, endpoint, health, now);
+    const attempt = new Attempt(this, endpoint, health, now, this.#route.timers);
     this.#attempts++;
     this.#inflight++;
     if (this.#current === undefined || this.#current.closed || this.#current.abandoned !== null) {
@@ -632,6 +674,8 @@ class MeshCall implements Dispatcher.DispatchController {
         ? withHeaders(this.#baseHeaders, [TIMEOUT_HEADER, String(headersTimeout)])
         : this.#baseHeaders;
     }
+    attempt.timeoutMs = headersTimeout;
+    this.#route.timers.schedule(attempt, now + headersTimeout);
     try {
       this.#dispatch(
         {
