@@ -55,9 +55,13 @@ export function parseTimeoutHeader(value: string): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-type HeaderSource =
+/** Request headers in any of the shapes servers hand out: Node's `req.headers`, a WHATWG `Headers`, a plain map. */
+export type HeaderSource =
   | Record<string, string | string[] | undefined>
-  | { get(name: string): string | null | undefined };
+  | {
+      /** Reads one header, as WHATWG `Headers` does. */
+      get(name: string): string | null | undefined;
+    };
 
 function header(headers: HeaderSource, name: string): string | undefined {
   if (typeof (headers as { get?: unknown }).get === "function") {

@@ -83,6 +83,7 @@ export class OutlierBreaker implements IBreaker {
     return { consecutive: this.#consecutive.state, rate: this.#rate?.state };
   }
 
+  /** Restores both rules' state. */
   set state(value: unknown) {
     const v = value as { consecutive: unknown; rate: unknown };
     this.#consecutive.state = v.consecutive as number;
@@ -133,6 +134,12 @@ export class EndpointHealth {
     this.id = id;
     this.breaker = breaker;
   }
+}
+
+/** A subscription to health changes. */
+export interface HealthSubscription {
+  /** Ends the subscription. */
+  dispose(): void;
 }
 
 /** A JSON view of one endpoint's health, for `describe()` and `resolve()`. */
@@ -292,7 +299,7 @@ export class HealthTracker {
   }
 
   /** Subscribes to state changes; returns a disposable. */
-  onChange(listener: (health: EndpointHealth) => void): { dispose(): void } {
+  onChange(listener: (health: EndpointHealth) => void): HealthSubscription {
     this.#listeners.add(listener);
     return { dispose: () => this.#listeners.delete(listener) };
   }
