@@ -498,8 +498,8 @@ class MeshCall implements Dispatcher.DispatchController {
   readonly #dispatch: Dispatcher.Dispatch;
   readonly #retryable: boolean;
   readonly #span: Span;
-  /** Headers for every attempt, without the timeout header (used when a deadline is in force). */
-  readonly #baseHeaders: Headers;
+  /** Headers for every attempt without the timeout header; made only when a deadline is in force. */
+  readonly #baseHeaders: Headers | undefined;
   /** Headers for every attempt with the per-try timeout header, when no deadline is in force. */
   readonly #headers: Headers;
   #hedge: number | "p95" | undefined;
@@ -513,6 +513,8 @@ class MeshCall implements Dispatcher.DispatchController {
   #current: Attempt | undefined;
   #other: Attempt | undefined;
   #winner: Attempt | undefined;
+  /** The first endpoint tried; `#tried` lists every one once there is a second (no array on the common path). */
+  #firstEndpoint: Endpoint | undefined;
   #tried: Endpoint[] | undefined;
   #badClusters: string[] | undefined;
   #records: AttemptRecord[] | undefined;
@@ -570,7 +572,12 @@ class MeshCall implements Dispatcher.DispatchController {
     this.#span = span;
     const extra: HeaderList = (mask & H_HOST) !== 0 ? [] : ["host", route.host];
     injectHeaders(ctx, extra);
-    this.#baseHeaders = extra.length === 0 ? source : withHeaders(source, extra);
+    this.#baseHeaders =
+      this.#deadlineMs === Number.POSITIVE_INFINITY
+        ? undefined
+        : extra.length === 0
+          ? source
+          : withHeaders(source, extra);
     if (policy.propagateDeadline) extra.push(TIMEOUT_HEADER, policy.perTryTimeoutHeader);
     this.#headers = extra.length === 0 ? source : withHeaders(source, extra);
   }
@@ -660,7 +667,8 @@ class MeshCall implements Dispatcher.DispatchController {
       this.#other = attempt;
     }
     balancer.health.start(health);
-    (this.#tried ??= []).push(endpoint);
+    if (this.#firstEndpoint === undefined) this.#firstEndpoint = endpoint;
+    else (this.#tried ??= [this.#firstEndpoint]).push(endpoint);
     const opts = this.#opts;
     let headers = this.#headers;
     let headersTimeout = opts.headersTimeout ?? this.#policy.perTryTimeout;
@@ -689,6 +697,11 @@ class MeshCall implements Dispatcher.DispatchController {
     } catch (err) {
       attempt.onResponseError(null, err as Error);
     }
+  }
+
+  /** Every endpoint this call tried (allocates on the retry and hedge paths only). */
+  #triedList(): Endpoint[] {
+    return (this.#tried ??= this.#firstEndpoint === undefined ? [] : [this.#firstEndpoint]);
   }
 
   /** Reports an attempt's outcome to health, once. */
@@ -730,7 +743,7 @@ class MeshCall implements Dispatcher.DispatchController {
       const bad = (this.#badClusters ??= []);
       if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
     }
-    const next = this.#route.balancer.pick({ exclude: this.#tried, avoidClusters: this.#badClusters });
+    const next = this.#route.balancer.pick({ exclude: this.#triedList(), avoidClusters: this.#badClusters });
     if (next === undefined) return undefined;
     const budget = this.#route.state.budget;
     if (budget !== undefined && !budget.tryWithdraw()) {
@@ -773,7 +786,7 @@ class MeshCall implements Dispatcher.DispatchController {
     // Hedge only while the first attempt alone is still waiting for its response.
     if (this.#winner !== undefined || this.#inflight !== 1 || this.#abortReason !== null) return;
     const budget = this.#route.state.hedgeBudget;
-    const target = this.#route.balancer.pick({ exclude: this.#tried });
+    const target = this.#route.balancer.pick({ exclude: this.#triedList() });
     if (target === undefined || !budget.tryWithdraw()) return;
     if (this.#span.isRecording()) this.#span.addEvent("meshlink.hedge", { [Attr.ENDPOINT]: target.id });
     this.#launch(target, now);
