@@ -5,10 +5,11 @@
  * client CPU per request — plus a CPU profile of the meshed path.
  *
  * Method: the server runs in its own process, and so does every client path
- * (no shared JIT state, garbage or global dispatcher). Runs are interleaved:
- * each round runs every path once, in a rotated order, and a ratio or a
- * difference is taken between a path and its twin within the same round;
- * the figure reported is the median over rounds.
+ * (no shared JIT state, garbage or global dispatcher), and each round
+ * starts fresh client processes. Runs are interleaved: each round runs every
+ * path once per concurrency, families of paths back to back in a seeded
+ * random order, and a ratio or a difference is taken between a path and its
+ * twin within the same round; the figure reported is the median over rounds.
  *
  *     npx tsx bench/http-overhead.ts [--smoke] [--strict] [--rounds=7] [--duration=1000]
  *       [--warmup=250] [--concurrency=1,16,64] [--paths=request+Pool,request+mesh] [--profile=3000] [--seed=1]
@@ -18,12 +19,10 @@
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import type { RunStats } from "./lib/client-worker.js";
 import {
   finish,
   fmt,
   listFlag,
-  median,
   numberFlag,
   parseFlags,
   printTable,
@@ -33,8 +32,9 @@ import {
   target,
   writeResults,
 } from "./lib/common.js";
-import { MESH_LOCALITY, PATHS, type PathId } from "./lib/paths.js";
-import { type ClientProcess, startClient, startServer } from "./lib/procs.js";
+import { aggregate, compare, interleave } from "./lib/interleave.js";
+import { type ClientSpec, MESH_LOCALITY, PATHS, type PathId } from "./lib/paths.js";
+import { startServer } from "./lib/procs.js";
 import type { ProfileSummary } from "./lib/profile.js";
 
 const NAME = "http-overhead";
@@ -54,6 +54,11 @@ const COMPARISONS: readonly { path: PathId; twin: PathId; why: string }[] = [
     twin: "request+Pool",
     why: "the floor: an origin-rewriting Dispatcher, no compose()",
   },
+  {
+    path: "request+mesh(other host)",
+    twin: "request+Agent",
+    why: "a host that is not a mesh name, through mesh.dispatcher",
+  },
   { path: "mesh.fetch", twin: "fetch+Agent", why: "target: mesh.fetch against fetch with a raw Agent" },
   { path: "mesh.fetch", twin: "pool.request", why: "mesh.fetch against raw undici (not like for like)" },
   {
@@ -70,76 +75,6 @@ const COMPARISONS: readonly { path: PathId; twin: PathId; why: string }[] = [
 
 /** Paths profiled at concurrency 16: the meshed path and what it is compared with. */
 const PROFILED: readonly PathId[] = ["request+Pool", "request+noop", "request+mesh", "mesh.fetch"];
-
-interface Round extends RunStats {
-  readonly round: number;
-  /** Server CPU per request, µs. */
-  readonly serverCpuUs: number;
-  /** Share of one core the server used, %. */
-  readonly serverBusy: number;
-}
-
-interface Aggregate {
-  readonly concurrency: number;
-  readonly path: PathId;
-  readonly rps: number;
-  readonly p50Us: number;
-  readonly p99Us: number;
-  readonly cpuUs: number;
-  readonly serverBusy: number;
-  readonly errors: number;
-}
-
-interface Comparison {
-  readonly concurrency: number;
-  readonly path: PathId;
-  readonly twin: PathId;
-  readonly why: string;
-  /** Median over rounds of rps(path) / rps(twin). */
-  readonly rpsRatio: number;
-  /** Median over rounds of p50(path) − p50(twin), µs. */
-  readonly addedP50Us: number;
-  /** Median over rounds of p99(path) − p99(twin), µs. */
-  readonly addedP99Us: number;
-  /** Median over rounds of cpu(path) − cpu(twin), µs per request. */
-  readonly addedCpuUs: number;
-}
-
-/** A small seeded PRNG (mulberry32), so that a run's order can be reproduced. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function shuffle<T>(list: readonly T[], random: () => number): T[] {
-  const out = [...list];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
-
-/**
- * The order of one round: families (request, fetch, global fetch) in a
- * random order, the paths of each family back to back in a random order,
- * so that a path and its twin run seconds apart and no path always follows
- * the same one.
- */
-function roundOrder(paths: readonly PathId[], random: () => number): PathId[] {
-  const families = new Map<string, PathId[]>();
-  for (const p of paths) {
-    const f = PATHS[p].family;
-    families.set(f, [...(families.get(f) ?? []), p]);
-  }
-  return shuffle([...families.values()], random).flatMap((f) => shuffle(f, random));
-}
 
 async function main(): Promise<void> {
   const flags = parseFlags();
@@ -162,76 +97,39 @@ async function main(): Promise<void> {
   const port = server.ports.a!;
   const origin = `http://127.0.0.1:${port}`;
   const endpoints = [{ address: "127.0.0.1", port, cluster: "bench-c1", ...MESH_LOCALITY }];
-  const clients = new Map<PathId, ClientProcess>();
+  const specs = new Map<string, ClientSpec>(
+    paths.map((path): [string, ClientSpec] => {
+      if (!PATHS[path].meshed) return [path, { path, origin }];
+      return [path, path === "request+mesh(other host)" ? { path, endpoints, origin } : { path, endpoints }];
+    }),
+  );
   try {
-    const started = await Promise.all(
-      paths.map((path) => startClient(PATHS[path].meshed ? { path, endpoints } : { path, origin })),
-    );
-    for (const c of started) clients.set(c.spec.path, c);
-
-    // JIT warm-up of every path, once.
-    for (const path of paths) await clients.get(path)!.run(16, 0, smoke ? 100 : 1000);
-
-    const random = prng(seed);
-    const rounds_: Record<number, Record<string, Round[]>> = {};
-    for (const c of concurrencies) {
-      const byPath: Record<string, Round[]> = {};
-      rounds_[c] = byPath;
-      for (let r = 0; r < rounds; r++) {
-        for (const path of roundOrder(paths, random)) {
-          const cpu0 = await server.cpu();
-          const stats = await clients.get(path)!.run(c, warmupMs, durationMs);
-          const cpu1 = await server.cpu();
-          if (stats.errors > 0)
-            throw new Error(`${path}: ${stats.errors} errors; first: ${stats.firstError}`);
-          // The server's figures include the warm-up: a fair per-request average, a rough busy share.
-          const served = cpu1.requests - cpu0.requests;
-          (byPath[path] ??= []).push({
-            ...stats,
-            round: r,
-            serverCpuUs: (cpu1.us - cpu0.us) / served,
-            serverBusy: ((cpu1.us - cpu0.us) / 1000 / (durationMs + warmupMs)) * 100,
-          });
+    const families = new Map<string, PathId[]>();
+    for (const p of paths) families.set(PATHS[p].family, [...(families.get(PATHS[p].family) ?? []), p]);
+    // CPU profiles at concurrency 16, taken with the last round's processes.
+    const profiles: Record<string, ProfileSummary> = {};
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    const rounds_ = await interleave({
+      specs,
+      server,
+      groups: [...families.values()],
+      concurrencies,
+      rounds,
+      durationMs,
+      warmupMs,
+      jitWarmupMs: smoke ? 100 : 500,
+      seed,
+      afterLastRound: async (clients) => {
+        for (const path of PROFILED) {
+          const client = clients.get(path);
+          if (client === undefined) continue;
+          const file = join(RESULTS_DIR, `${NAME}.${path.replace(/[^a-z0-9.+-]/gi, "_")}.cpuprofile`);
+          profiles[path] = await client.profile(16, profileMs, file);
         }
-        process.stdout.write(`  c=${c} round ${r + 1}/${rounds} done\n`);
-      }
-    }
-
-    const aggregates: Aggregate[] = [];
-    for (const c of concurrencies) {
-      for (const path of paths) {
-        const rs = rounds_[c]![path]!;
-        aggregates.push({
-          concurrency: c,
-          path,
-          rps: median(rs.map((x) => x.rps)),
-          p50Us: median(rs.map((x) => x.p50Us)),
-          p99Us: median(rs.map((x) => x.p99Us)),
-          cpuUs: median(rs.map((x) => x.cpuUs)),
-          serverBusy: median(rs.map((x) => x.serverBusy)),
-          errors: rs.reduce((s, x) => s + x.errors, 0),
-        });
-      }
-    }
-    const comparisons: Comparison[] = [];
-    for (const c of concurrencies) {
-      for (const { path, twin, why } of COMPARISONS) {
-        const a = rounds_[c]![path];
-        const b = rounds_[c]![twin];
-        if (a === undefined || b === undefined) continue;
-        const paired = (f: (x: Round, y: Round) => number) => median(a.map((x, i) => f(x, b[i]!)));
-        comparisons.push({
-          concurrency: c,
-          path,
-          twin,
-          why,
-          rpsRatio: paired((x, y) => x.rps / y.rps),
-          addedP50Us: paired((x, y) => x.p50Us - y.p50Us),
-          addedP99Us: paired((x, y) => x.p99Us - y.p99Us),
-          addedCpuUs: paired((x, y) => x.cpuUs - y.cpuUs),
-        });
-      }
-    }
+      },
+    });
+    const aggregates = aggregate(rounds_);
+    const comparisons = compare(rounds_, COMPARISONS);
 
     for (const c of concurrencies) {
       printTable(
@@ -263,15 +161,6 @@ async function main(): Promise<void> {
       ]),
     );
 
-    // CPU profiles at concurrency 16.
-    const profiles: Record<string, ProfileSummary> = {};
-    mkdirSync(RESULTS_DIR, { recursive: true });
-    for (const path of PROFILED) {
-      const client = clients.get(path);
-      if (client === undefined) continue;
-      const file = join(RESULTS_DIR, `${NAME}.${path.replace(/[^a-z0-9.+-]/gi, "_")}.cpuprofile`);
-      profiles[path] = await client.profile(16, profileMs, file);
-    }
     printProfiles(profiles);
 
     const cmp = (path: PathId, twin: PathId, c: number) =>
@@ -357,7 +246,6 @@ async function main(): Promise<void> {
     });
     finish(flags, targets, file);
   } finally {
-    await Promise.all([...clients.values()].map((c) => c.close()));
     await server.close();
   }
 }

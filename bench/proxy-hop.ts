@@ -29,8 +29,8 @@ import {
 } from "./lib/common.js";
 import { aggregate, compare, interleave } from "./lib/interleave.js";
 import { findNginx, type Nginx, startNginx } from "./lib/nginx.js";
-import { MESH_LOCALITY } from "./lib/paths.js";
-import { type ClientProcess, type ServerProcess, startClient, startServer } from "./lib/procs.js";
+import { type ClientSpec, MESH_LOCALITY } from "./lib/paths.js";
+import { type ServerProcess, startServer } from "./lib/procs.js";
 
 const NAME = "proxy-hop";
 
@@ -62,7 +62,6 @@ async function main(): Promise<void> {
   // Three servers in one process: two primaries weighted 2:1 and a backup.
   let server: ServerProcess | undefined;
   let nginx: Nginx | undefined;
-  const clients = new Map<string, ClientProcess>();
   try {
     server = await startServer(["a", "b", "backup"]);
     const { a, b, backup } = server.ports as { a: number; b: number; backup: number };
@@ -82,20 +81,15 @@ async function main(): Promise<void> {
       { ...endpoint(b, "bench-c1"), weight: 1 },
       { ...endpoint(backup, "bench-c2"), backup: true },
     ];
-    const specs = {
-      "nginx hop": { path: "request+Pool", origin: `http://127.0.0.1:${nginx.port}` },
-      "meshlink direct": { path: "request+mesh", endpoints },
-      "raw direct": { path: "request+Pool", origin: `http://127.0.0.1:${a}` },
-    } as const;
-    const started = await Promise.all(
-      Object.entries(specs).map(async ([name, spec]) => [name, await startClient(spec)] as const),
-    );
-    for (const [name, c] of started) clients.set(name, c);
-    for (const c of clients.values()) await c.run(16, 0, smoke ? 100 : 1000);
-
-    const names = [...clients.keys()];
+    const specs = new Map<string, ClientSpec>([
+      ["nginx hop", { path: "request+Pool", origin: `http://127.0.0.1:${nginx.port}` }],
+      ["meshlink direct", { path: "request+mesh", endpoints }],
+      ["raw direct", { path: "request+Pool", origin: `http://127.0.0.1:${a}` }],
+    ]);
+    const names = [...specs.keys()];
     const data = await interleave({
-      clients,
+      specs,
+      jitWarmupMs: smoke ? 100 : 500,
       server,
       groups: [names],
       concurrencies,
@@ -124,6 +118,7 @@ async function main(): Promise<void> {
           "nginx CPU",
           "server CPU",
           "total CPU",
+          "1-core ceiling req/s",
           "a:b:backup",
         ],
         aggregates
@@ -140,6 +135,7 @@ async function main(): Promise<void> {
               x.proxyCpuUs === undefined ? "-" : fmt(x.proxyCpuUs),
               fmt(x.serverCpuUs),
               fmt(total),
+              fmt(1e6 / (x.cpuUs + (x.proxyCpuUs ?? 0)), 0),
               `${share.a ?? 0}:${share.b ?? 0}:${share.backup ?? 0}`,
             ];
           }),
@@ -181,7 +177,7 @@ async function main(): Promise<void> {
     const file = writeResults(NAME, {
       smoke,
       nginx: { version: nginx.version, config: nginx.config },
-      config: { concurrencies, rounds, durationMs, warmupMs, seed, specs },
+      config: { concurrencies, rounds, durationMs, warmupMs, seed, specs: Object.fromEntries(specs) },
       aggregates,
       comparisons,
       targets,
@@ -189,7 +185,6 @@ async function main(): Promise<void> {
     });
     finish(flags, targets, file);
   } finally {
-    await Promise.all([...clients.values()].map((c) => c.close()));
     await nginx?.close();
     await server?.close();
   }

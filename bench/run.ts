@@ -15,7 +15,7 @@
 
 import { fork } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import {
   BENCH_DIR,
@@ -46,6 +46,8 @@ async function main(): Promise<void> {
   for (const name of BENCHMARKS) {
     if (!only.includes(name)) continue;
     console.log(`\n===== bench/${name}.ts ${args.join(" ")}`);
+    // A benchmark that fails must not leave an older result to be summarised.
+    rmSync(join(RESULTS_DIR, `${name}.json`), { force: true });
     const code = await runOne(name, args);
     if (code !== 0) failed.push(`${name} (exit ${code})`);
   }

@@ -1,7 +1,8 @@
 /**
  * Interleaved runs of client processes against one server process, and the
- * paired statistics over them: each round runs every client once, in an
- * order drawn from a seeded PRNG, so that slow drifts of a shared 2-core
+ * paired statistics over them: each round starts a fresh process per client
+ * and runs every client once per concurrency, in an order drawn from a
+ * seeded PRNG, so that slow drifts of a shared 2-core
  * machine hit every path alike; a ratio or a difference between two paths
  * is taken inside each round and the median over rounds is reported.
  *
@@ -10,7 +11,8 @@
 
 import type { RunStats } from "./client-worker.js";
 import { median } from "./common.js";
-import type { ClientProcess, ServerProcess } from "./procs.js";
+import type { ClientSpec } from "./paths.js";
+import { type ClientProcess, type ServerProcess, startClient } from "./procs.js";
 
 /** One client's run in one round, with the server's (and a proxy's) side. */
 export interface Round extends RunStats {
@@ -61,7 +63,8 @@ export function groupedOrder(groups: readonly (readonly string[])[], random: () 
 
 /** Options of {@link interleave}. */
 export interface InterleaveOptions {
-  readonly clients: ReadonlyMap<string, ClientProcess>;
+  /** The clients, by name: each round starts a fresh process for each. */
+  readonly specs: ReadonlyMap<string, ClientSpec>;
   readonly server: ServerProcess;
   /** Clients that run back to back in a round. */
   readonly groups: readonly (readonly string[])[];
@@ -69,44 +72,65 @@ export interface InterleaveOptions {
   readonly rounds: number;
   readonly durationMs: number;
   readonly warmupMs: number;
+  /** JIT warm-up of each fresh client process (at concurrency 16), ms. */
+  readonly jitWarmupMs: number;
   readonly seed: number;
   /** A proxy's CPU so far, µs, for clients whose name is in `proxied`. */
   readonly proxyCpu?: () => number;
   readonly proxied?: ReadonlySet<string>;
+  /** Runs with the last round's clients before they close (profiles). */
+  readonly afterLastRound?: (clients: ReadonlyMap<string, ClientProcess>) => Promise<void>;
 }
 
-/** Runs every client once per round at every concurrency. Throws when a run saw errors. */
+/**
+ * Runs every client once per round at every concurrency. Each round starts
+ * fresh client processes, so that one process's luck (JIT decisions, heap
+ * layout) is averaged over rounds instead of biasing a path for the whole
+ * run. Throws when a run saw errors.
+ */
 export async function interleave(o: InterleaveOptions): Promise<Rounds> {
   const random = prng(o.seed);
   const out: Rounds = {};
-  for (const c of o.concurrencies) {
-    const byName: Record<string, Round[]> = {};
-    out[c] = byName;
-    for (let r = 0; r < o.rounds; r++) {
-      for (const name of groupedOrder(o.groups, random)) {
-        const client = o.clients.get(name);
-        if (client === undefined) continue;
-        const proxied = o.proxied?.has(name) === true && o.proxyCpu !== undefined;
-        const s0 = await o.server.cpu();
-        const p0 = proxied ? o.proxyCpu!() : 0;
-        const stats = await client.run(c, o.warmupMs, o.durationMs);
-        const s1 = await o.server.cpu();
-        const p1 = proxied ? o.proxyCpu!() : 0;
-        if (stats.errors > 0) throw new Error(`${name}: ${stats.errors} errors; first: ${stats.firstError}`);
-        const served = s1.requests - s0.requests;
-        const byListener: Record<string, number> = {};
-        for (const [k, v] of Object.entries(s1.byName)) byListener[k] = v - (s0.byName[k] ?? 0);
-        (byName[name] ??= []).push({
-          ...stats,
-          round: r,
-          serverCpuUs: (s1.us - s0.us) / served,
-          serverBusy: ((s1.us - s0.us) / 1000 / (o.durationMs + o.warmupMs)) * 100,
-          proxyCpuUs: proxied ? (p1 - p0) / served : undefined,
-          byListener,
-        });
+  for (const c of o.concurrencies) out[c] = {};
+  for (let r = 0; r < o.rounds; r++) {
+    const clients = new Map<string, ClientProcess>();
+    try {
+      const started = await Promise.all(
+        [...o.specs].map(async ([name, spec]) => [name, await startClient(spec)] as const),
+      );
+      for (const [name, client] of started) clients.set(name, client);
+      for (const name of groupedOrder(o.groups, random)) await clients.get(name)?.run(16, 0, o.jitWarmupMs);
+      for (const c of o.concurrencies) {
+        const byName = out[c]!;
+        for (const name of groupedOrder(o.groups, random)) {
+          const client = clients.get(name);
+          if (client === undefined) continue;
+          const proxied = o.proxied?.has(name) === true && o.proxyCpu !== undefined;
+          const s0 = await o.server.cpu();
+          const p0 = proxied ? o.proxyCpu!() : 0;
+          const stats = await client.run(c, o.warmupMs, o.durationMs);
+          const s1 = await o.server.cpu();
+          const p1 = proxied ? o.proxyCpu!() : 0;
+          if (stats.errors > 0)
+            throw new Error(`${name}: ${stats.errors} errors; first: ${stats.firstError}`);
+          const served = s1.requests - s0.requests;
+          const byListener: Record<string, number> = {};
+          for (const [k, v] of Object.entries(s1.byName)) byListener[k] = v - (s0.byName[k] ?? 0);
+          (byName[name] ??= []).push({
+            ...stats,
+            round: r,
+            serverCpuUs: (s1.us - s0.us) / served,
+            serverBusy: ((s1.us - s0.us) / 1000 / (o.durationMs + o.warmupMs)) * 100,
+            proxyCpuUs: proxied ? (p1 - p0) / served : undefined,
+            byListener,
+          });
+        }
       }
-      console.log(`  c=${c} round ${r + 1}/${o.rounds} done`);
+      if (r === o.rounds - 1) await o.afterLastRound?.(clients);
+    } finally {
+      await Promise.all([...clients.values()].map((c) => c.close()));
     }
+    console.log(`  round ${r + 1}/${o.rounds} done`);
   }
   return out;
 }

@@ -73,6 +73,12 @@ export const PATHS = {
     label: "undici.request, dispatcher: mesh.dispatcher",
     twin: "request+Pool",
   },
+  "request+mesh(other host)": {
+    family: "request",
+    meshed: true,
+    label: "undici.request to 127.0.0.1 (not a mesh name), dispatcher: mesh.dispatcher",
+    twin: "request+Agent",
+  },
   "fetch+Agent": {
     family: "fetch",
     meshed: false,
@@ -188,6 +194,17 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       const dispatcher = mesh.dispatcher;
       return {
         call: async () => (await request(MESH_URL, { dispatcher })).body.text(),
+        close: () => mesh.close(),
+      };
+    }
+    case "request+mesh(other host)": {
+      // Traffic to any other host through the mesh's dispatcher (setGlobalDispatcher): what it pays.
+      const { request } = await import("undici");
+      const mesh = await createBenchMesh(spec.endpoints);
+      const dispatcher = mesh.dispatcher;
+      const target = `${needOrigin(spec)}/`;
+      return {
+        call: async () => (await request(target, { dispatcher })).body.text(),
         close: () => mesh.close(),
       };
     }
