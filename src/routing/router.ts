@@ -419,7 +419,11 @@ export class Balancer {
       this.#snapshotVersion = snapshot.version;
       this.#healthVersion = -1;
     }
-    if (health.version !== this.#healthVersion || health.now() >= this.#nextExpiry) {
+    // The clock is read only while some endpoint is ejected.
+    if (
+      health.version !== this.#healthVersion ||
+      (this.#nextExpiry !== Number.POSITIVE_INFINITY && health.now() >= this.#nextExpiry)
+    ) {
       this.#rebuildPlans();
     }
     return this.#plans;
