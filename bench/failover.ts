@@ -136,13 +136,13 @@ async function startBlackhole(address: string, port: number): Promise<Server> {
 }
 
 function headerOf(headers: Dispatcher.DispatchOptions["headers"], name: string): string | undefined {
-  if (
-    headers == null ||
-    Array.isArray(headers) ||
-    typeof (headers as Iterable<unknown>)[Symbol.iterator] === "function"
-  ) {
+  if (headers == null) return undefined;
+  if (Array.isArray(headers)) {
+    // The mesh hands undici a flat [name, value, …] list.
+    for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i] === name) return String(headers[i + 1]);
     return undefined;
   }
+  if (typeof (headers as Iterable<unknown>)[Symbol.iterator] === "function") return undefined;
   const v = (headers as Record<string, string | string[] | undefined>)[name];
   return Array.isArray(v) ? v[0] : v;
 }
