@@ -15,13 +15,21 @@ const kCode = Symbol.for("meshlink.error.code");
 
 /** The stable error codes, one per error class. */
 export const ErrorCodes = {
+  /** Any meshlink error without a more specific code. */
   MESH: "MESHLINK_ERR_MESH",
+  /** A {@link ConfigError}: a bad option, environment variable or config file field. */
   CONFIG: "MESHLINK_ERR_CONFIG",
+  /** A {@link ServiceNameError}: a name in no accepted form. */
   SERVICE_NAME: "MESHLINK_ERR_SERVICE_NAME",
+  /** A {@link DiscoveryError}: a backend could not produce endpoints. */
   DISCOVERY: "MESHLINK_ERR_DISCOVERY",
+  /** A {@link ServiceNotFoundError}: no backend knows the service. */
   SERVICE_NOT_FOUND: "MESHLINK_ERR_SERVICE_NOT_FOUND",
+  /** A {@link NoHealthyEndpointError}: no endpoint may be used now. */
   NO_HEALTHY_ENDPOINT: "MESHLINK_ERR_NO_HEALTHY_ENDPOINT",
+  /** A {@link RequestFailedError}: every attempt failed before a response. */
   REQUEST_FAILED: "MESHLINK_ERR_REQUEST_FAILED",
+  /** A {@link MeshClosedError}: the mesh was closed. */
   CLOSED: "MESHLINK_ERR_CLOSED",
   /** {@link BulkheadFullError}. */
   BULKHEAD_FULL: "MESHLINK_ERR_BULKHEAD_FULL",

@@ -75,6 +75,7 @@ export {
 } from "./errors.js";
 export {
   createMesh,
+  type EndpointDescription,
   type Mesh,
   type MeshDescription,
   type ResolvedEndpoint,
@@ -97,7 +98,6 @@ export {
   type FailureRateOptions,
   type HealthOptions,
   type HealthState,
-  type HealthSubscription,
   HealthTracker,
   type HealthView,
   monotonicNow,
@@ -136,6 +136,7 @@ export {
   TierMap,
   type TierState,
 } from "./routing/router.js";
+export type { Subscription } from "./subscription.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
 export {
   HEDGE_HEADER,

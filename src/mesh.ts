@@ -72,24 +72,44 @@ export interface ServiceDescription {
   /** Where the endpoints came from. */
   readonly sources: readonly SourceDescription[];
   /** Every endpoint, in the router's order. */
-  readonly endpoints: readonly {
-    readonly id: string;
-    readonly cluster: string;
-    readonly region: string;
-    readonly zone: string;
-    readonly tier: string;
-    readonly weight: number;
-    readonly backup: boolean;
-    readonly ready: boolean;
-    readonly available: boolean;
-    readonly health: HealthView;
-  }[];
+  readonly endpoints: readonly EndpointDescription[];
+}
+
+/** One endpoint in `describe()`. */
+export interface EndpointDescription {
+  /** `cluster/address:port`. */
+  readonly id: string;
+  /** Its cluster. */
+  readonly cluster: string;
+  /** Its region. */
+  readonly region: string;
+  /** Its zone. */
+  readonly zone: string;
+  /** Its tier for this caller. */
+  readonly tier: string;
+  /** Its weight. */
+  readonly weight: number;
+  /** True for a backup endpoint. */
+  readonly backup: boolean;
+  /** Ready for traffic, as discovery says. */
+  readonly ready: boolean;
+  /** True when the router may send a call to it now. */
+  readonly available: boolean;
+  /** Its health. */
+  readonly health: HealthView;
 }
 
 /** The JSON snapshot `mesh.describe()` returns. */
 export interface MeshDescription {
   /** The caller's locality and failover order. */
-  readonly locality: { readonly region: string; readonly zone: string; readonly failover: readonly string[] };
+  readonly locality: {
+    /** The caller's region. */
+    readonly region: string;
+    /** The caller's zone. */
+    readonly zone: string;
+    /** Failover regions, in order. */
+    readonly failover: readonly string[];
+  };
   /** The discovery backends, by name. */
   readonly backends: readonly string[];
   /** Every service the mesh has resolved so far. */

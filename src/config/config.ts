@@ -16,9 +16,13 @@ import { parseOptions } from "./validate.js";
 
 /** The environment variables meshlink reads. Their names are part of the public contract. */
 export const ENV = {
+  /** The caller's region. */
   REGION: "MESHLINK_REGION",
+  /** The caller's zone. */
   ZONE: "MESHLINK_ZONE",
+  /** Failover regions, comma-separated, in order. */
   FAILOVER: "MESHLINK_FAILOVER",
+  /** Path of a JSON or YAML config file. */
   CONFIG: "MESHLINK_CONFIG",
 } as const;
 

@@ -6,6 +6,7 @@
  */
 
 import { DiscoveryError, formatValue } from "../errors.js";
+import type { Subscription } from "../subscription.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate } from "./discovery.js";
 import type { Endpoint } from "./endpoint.js";
 import { isQualifiedServiceName, type ServiceName } from "./names.js";
@@ -131,7 +132,7 @@ export class ServiceWatch {
   }
 
   /** Subscribes to snapshot changes; returns a disposable. */
-  onUpdate(listener: SnapshotListener): { dispose(): void } {
+  onUpdate(listener: SnapshotListener): Subscription {
     this.#listeners.add(listener);
     return { dispose: () => this.#listeners.delete(listener) };
   }

@@ -19,6 +19,7 @@
  */
 
 import { CircuitState, ConsecutiveBreaker, CountBreaker, type IBreaker } from "cockatiel";
+import type { Subscription } from "../subscription.js";
 
 /** An endpoint's health state. */
 export type HealthState = "healthy" | "ejected" | "probing";
@@ -134,12 +135,6 @@ export class EndpointHealth {
     this.id = id;
     this.breaker = breaker;
   }
-}
-
-/** A subscription to health changes. */
-export interface HealthSubscription {
-  /** Ends the subscription. */
-  dispose(): void;
 }
 
 /** A JSON view of one endpoint's health, for `describe()` and `resolve()`. */
@@ -299,7 +294,7 @@ export class HealthTracker {
   }
 
   /** Subscribes to state changes; returns a disposable. */
-  onChange(listener: (health: EndpointHealth) => void): HealthSubscription {
+  onChange(listener: (health: EndpointHealth) => void): Subscription {
     this.#listeners.add(listener);
     return { dispose: () => this.#listeners.delete(listener) };
   }

@@ -23,11 +23,17 @@ export const TRACER_NAME = "meshlink";
 
 /** Attribute names meshlink sets on its spans, beside OpenTelemetry's semantic conventions. */
 export const Attr = {
+  /** The canonical service name. */
   SERVICE: "meshlink.service",
+  /** The endpoint that served the call (`cluster/address:port`). */
   ENDPOINT: "meshlink.endpoint",
+  /** Its cluster. */
   CLUSTER: "meshlink.cluster",
+  /** Its region. */
   REGION: "meshlink.region",
+  /** Its tier for this caller (`zone`, `region`, `failover:<region>`, …). */
   TIER: "meshlink.tier",
+  /** How many attempts the call made. */
   ATTEMPTS: "meshlink.attempts",
 } as const;
 

@@ -233,6 +233,9 @@ describe("failure handling", () => {
       env: {},
       region: "us-east-1",
       outlierDetection: { consecutiveFailures: 2 },
+      // Without panic routing: by default (Envoy's panic threshold) a service whose endpoints are all
+      // ejected is still tried on all of them, rather than failing without a try.
+      routing: { panicThreshold: 0 },
       discovery: [
         staticDiscovery({
           services: {
