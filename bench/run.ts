@@ -3,7 +3,7 @@
  * summary of every target (PASS/MISS) from their JSON results, as a
  * Markdown table ready for docs/performance.md.
  *
- *     npm run bench                      # full run (about 10 minutes on 2 cores)
+ *     npm run bench                      # full run (about 15 minutes on 2 cores)
  *     npm run bench -- --smoke           # a few seconds each: proves they still work (CI)
  *     npm run bench -- --only=router     # some of them
  *     npm run bench -- --strict          # exit 1 when a target is missed
@@ -28,8 +28,8 @@ import {
   type TargetResult,
 } from "./lib/common.js";
 
-/** The benchmarks, in the order they run. (`failover.ts` belongs to the routing work and runs on its own.) */
-const BENCHMARKS = ["router", "http-overhead", "proxy-hop"] as const;
+/** The benchmarks, in the order they run. */
+const BENCHMARKS = ["router", "http-overhead", "proxy-hop", "failover"] as const;
 
 async function runOne(name: string, args: readonly string[]): Promise<number> {
   const child = fork(join(BENCH_DIR, `${name}.ts`), [...args], { stdio: "inherit" });
