@@ -74,7 +74,13 @@ const COMPARISONS: readonly { path: PathId; twin: PathId; why: string }[] = [
 ];
 
 /** Paths profiled at concurrency 16: the meshed path and what it is compared with. */
-const PROFILED: readonly PathId[] = ["request+Pool", "request+noop", "request+mesh", "fetch+Agent", "mesh.fetch"];
+const PROFILED: readonly PathId[] = [
+  "request+Pool",
+  "request+noop",
+  "request+mesh",
+  "fetch+Agent",
+  "mesh.fetch",
+];
 
 async function main(): Promise<void> {
   const flags = parseFlags();
