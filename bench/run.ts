@@ -59,6 +59,8 @@ async function main(): Promise<void> {
   const src = sourceInfo();
   console.log(`machine: ${m.nproc} × ${m.cpu}, ${m.memoryGiB} GiB, node ${m.node}, undici ${m.undici}`);
   console.log(`source: ${src.commit}${src.srcDirty ? " with uncommitted changes in src/" : ""}\n`);
+  if (flags.smoke)
+    console.log("smoke pass: runs too short to judge; PASS/MISS means something only on a full run\n");
   console.log("| target | measured | limit | result |");
   console.log("| --- | ---: | ---: | --- |");
   for (const name of BENCHMARKS) {
