@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { staticDiscovery } from "../src/discovery/static.js";
 import { ErrorCodes } from "../src/errors.js";
 import { createMesh } from "../src/mesh.js";
+import { rejection } from "./helpers/assert.js";
 
 const ep = (
   address: string,
@@ -17,15 +18,6 @@ const ep = (
   zone,
   ...extra,
 });
-
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("createMesh", () => {
   const services = {

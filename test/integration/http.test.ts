@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { staticDiscovery } from "../../src/discovery/static.js";
 import { ErrorCodes } from "../../src/errors.js";
 import { createMesh, type Mesh } from "../../src/mesh.js";
+import { rejection } from "../helpers/assert.js";
 import { installTracing } from "../helpers/otel.js";
 import { startServer, type TestServer } from "../helpers/servers.js";
 
@@ -40,15 +41,6 @@ function newMesh(extra: Parameters<typeof createMesh>[0] = {}): Mesh {
 
 async function json(res: Response): Promise<{ server: string; method: string; body: string }> {
   return (await res.json()) as { server: string; method: string; body: string };
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { cause?: Error & { code?: string } }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { cause?: Error & { code?: string } };
-  }
-  throw new Error("expected a rejection");
 }
 
 const URL_BASE = "http://api.default.svc.cluster.local:8080";

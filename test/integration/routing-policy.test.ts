@@ -5,6 +5,7 @@ import { staticDiscovery } from "../../src/discovery/static.js";
 import { ErrorCodes } from "../../src/errors.js";
 import { createMesh, type Mesh, type MeshOptions } from "../../src/index.js";
 import { readDeadline, TIMEOUT_HEADER } from "../../src/resilience/deadline.js";
+import { rejection } from "../helpers/assert.js";
 import { startServer, type TestServer } from "../helpers/servers.js";
 
 let servers: TestServer[] = [];
@@ -35,15 +36,6 @@ async function setup(options: Partial<MeshOptions> = {}) {
     ...options,
   });
   return { near, far, mesh };
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { cause?: Error & { code?: string } }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { cause?: Error & { code?: string } };
-  }
-  throw new Error("expected a rejection");
 }
 
 function status(code: number, headers: Record<string, string> = {}) {
