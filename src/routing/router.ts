@@ -8,9 +8,11 @@
  * traffic only when no other tier has a healthy endpoint. Inside a tier a
  * pick is the power of two choices over load — requests in flight times
  * peak-EWMA latency, divided by weight (Finagle, Linkerd) — or round-robin
- * or random. A balancer keeps an immutable plan, rebuilt only when the
- * snapshot or health changes (grpc-js's picker), so `pick()` is synchronous,
- * O(1) and allocates nothing.
+ * or random. A balancer keeps an immutable plan (grpc-js's picker), so
+ * `pick()` is synchronous, O(1) and allocates nothing: the tier table is
+ * rebuilt only when the snapshot's endpoint array changes, and the traffic
+ * split when health changes, in O(endpoints), with new sampling tables only
+ * for the groups whose healthy set changed.
  *
  * @module
  */
@@ -18,8 +20,8 @@
 import type { Endpoint } from "../discovery/endpoint.js";
 import type { ServiceWatch } from "../discovery/registry.js";
 import type { EndpointHealth, HealthTracker, HealthView } from "../resilience/health.js";
-import { priorityLoad } from "./load.js";
-import type { TierInfo, TierMap } from "./tiers.js";
+import { priorityLoad, type TierHealth } from "./load.js";
+import type { LocalityGroup, TierInfo, TierMap } from "./tiers.js";
 
 export { type PriorityLoad, priorityLoad, type TierHealth } from "./load.js";
 export {
@@ -99,24 +101,32 @@ export interface TierState {
   readonly panic: boolean;
 }
 
-/** The endpoints of one locality group (a whole tier, or one `distribute` target). */
+/**
+ * The endpoints of one locality group (a whole tier, or one `distribute`
+ * target) that a pick chooses among, with their weighted sampling tables.
+ * Immutable but for the round-robin cursor and its lazily built schedule.
+ */
 class Group {
-  readonly endpoints: Endpoint[] = [];
-  readonly health: EndpointHealth[] = [];
-  readonly weights: number[] = [];
   /** Vose alias tables, when weights differ. */
-  prob: Float64Array | undefined;
-  alias: Int32Array | undefined;
-  /** Smooth weighted round-robin schedule, when weights differ. */
+  readonly prob: Float64Array | undefined;
+  readonly alias: Int32Array | undefined;
+  /** Smooth weighted round-robin schedule, when weights differ; built on the group's first round-robin pick. */
   schedule: Int32Array | undefined;
   cursor = 0;
-  /** The group's own weight (`distribute`), and its healthy/total counts. */
+
   constructor(
-    readonly weight: number,
-    readonly total: number,
-    readonly healthy: number,
-  ) {}
+    readonly endpoints: readonly Endpoint[],
+    readonly health: readonly EndpointHealth[],
+    readonly weights: readonly number[],
+  ) {
+    const alias = aliasTable(weights);
+    this.prob = alias?.prob;
+    this.alias = alias?.alias;
+  }
 }
+
+/** A pick in a tier that has nothing to pick from. */
+const EMPTY_GROUP = new Group([], [], []);
 
 interface Plan {
   readonly tier: TierInfo;
@@ -131,9 +141,26 @@ interface Plan {
   readonly healthy: number;
 }
 
+/** A group of the tier table: every usable endpoint of it, healthy or not. */
+interface TableGroup {
+  readonly key: string;
+  readonly weight: number;
+  readonly endpoints: Endpoint[];
+  readonly health: EndpointHealth[];
+  readonly weights: number[];
+  /**
+   * The group with every endpoint, for plans in which all of them may take
+   * traffic (or the tier panics): made on first need and kept for as long
+   * as the table, so that a health change elsewhere costs this group
+   * nothing and its round-robin position survives.
+   */
+  all: Group | undefined;
+}
+
 interface TableTier {
   readonly tier: TierInfo;
-  readonly groups: { key: string; weight: number; endpoints: Endpoint[]; health: EndpointHealth[] }[];
+  readonly groups: TableGroup[];
+  readonly total: number;
 }
 
 /** Usable for traffic: serving, and ready unless its cluster has no ready endpoint (kube-proxy's rule). */
@@ -163,7 +190,8 @@ export class Balancer {
   readonly #slowMin: number;
   readonly #maxPerEndpoint: number;
   readonly #random: () => number;
-  #snapshotVersion = -1;
+  /** The snapshot's endpoint array the table was built from (the registry keeps it while nothing changes). */
+  #endpoints: readonly Endpoint[] | undefined;
   #table: readonly TableTier[] = [];
   #known: Set<string> | undefined;
   #healthVersion = -1;
@@ -311,13 +339,13 @@ export class Balancer {
     if (n === 1) return g.endpoints[0];
     switch (this.#policy) {
       case "round-robin": {
-        const s = g.schedule;
-        if (s === undefined) {
-          const i = g.cursor;
+        const i = g.cursor;
+        if (g.prob === undefined) {
           g.cursor = i + 1 >= n ? 0 : i + 1;
           return g.endpoints[i];
         }
-        const i = g.cursor;
+        // Only round-robin reads a schedule, so only it pays for one.
+        const s = (g.schedule ??= roundRobinSchedule(g.weights));
         g.cursor = i + 1 >= s.length ? 0 : i + 1;
         return g.endpoints[s[i]!];
       }
@@ -412,13 +440,16 @@ export class Balancer {
   }
 
   #current(): readonly Plan[] {
-    const snapshot = this.#watch.snapshot;
-    const health = this.#health;
-    if (snapshot.version !== this.#snapshotVersion) {
-      this.#buildTable();
-      this.#snapshotVersion = snapshot.version;
+    // The table follows the endpoint array, not the snapshot's version: a
+    // refresh that changes nothing (or changes only a source's state) keeps
+    // the array, and with it the table and the plans.
+    const endpoints = this.#watch.snapshot.endpoints;
+    if (endpoints !== this.#endpoints) {
+      this.#buildTable(endpoints);
+      this.#endpoints = endpoints;
       this.#healthVersion = -1;
     }
+    const health = this.#health;
     // The clock is read only while some endpoint is ejected.
     if (
       health.version !== this.#healthVersion ||
@@ -429,14 +460,16 @@ export class Balancer {
     return this.#plans;
   }
 
-  #buildTable(): void {
+  /** Sorts the usable endpoints into tiers and groups; health decides nothing here. */
+  #buildTable(snapshot: readonly Endpoint[]): void {
     const tiers = this.#tiers;
     const health = this.#health;
-    const endpoints = usable(this.#watch.snapshot.endpoints);
+    const endpoints = usable(snapshot);
     // Slow start ramps endpoints that join after the first snapshot with endpoints.
+    const slow = this.#slowWindow > 0;
     const known = this.#known;
-    const now = health.now();
-    const byRank = new Map<number, TableTier>();
+    const now = slow ? health.now() : 0;
+    const byRank = new Map<number, { tier: TierInfo; groups: TableGroup[] }>();
     for (const e of endpoints) {
       const tier = tiers.of(e);
       let t = byRank.get(tier.rank);
@@ -444,51 +477,71 @@ export class Balancer {
         t = { tier, groups: [] };
         byRank.set(tier.rank, t);
       }
-      const group = tier.label === "distribute" ? tiers.groupOf(e)! : { key: "", weight: 1 };
-      let g = t.groups.find((x) => x.key === group.key);
+      const group = tier.label === "distribute" ? tiers.groupOf(e)! : WHOLE_TIER;
+      let g: TableGroup | undefined;
+      for (const x of t.groups) {
+        if (x.key === group.key) {
+          g = x;
+          break;
+        }
+      }
       if (g === undefined) {
-        g = { key: group.key, weight: group.weight, endpoints: [], health: [] };
+        g = { key: group.key, weight: group.weight, endpoints: [], health: [], weights: [], all: undefined };
         t.groups.push(g);
       }
       const h = health.get(e.id);
-      if (known !== undefined && !known.has(e.id) && this.#slowWindow > 0) h.warmingSince = now;
+      if (slow && known !== undefined && !known.has(e.id)) h.warmingSince = now;
       g.endpoints.push(e);
       g.health.push(h);
+      g.weights.push(e.weight);
     }
-    if (endpoints.length > 0) this.#known = new Set(endpoints.map((e) => e.id));
-    this.#table = [...byRank.values()].sort((a, b) => a.tier.rank - b.tier.rank);
+    if (slow && endpoints.length > 0) this.#known = new Set(endpoints.map((e) => e.id));
+    const table: TableTier[] = [];
+    for (const t of byRank.values()) {
+      let total = 0;
+      for (const g of t.groups) total += g.endpoints.length;
+      table.push({ tier: t.tier, groups: t.groups, total });
+    }
+    this.#table = table.sort((a, b) => a.tier.rank - b.tier.rank);
   }
 
+  /**
+   * Splits traffic for the current health: O(endpoints) to count who may
+   * take traffic, and new sampling tables only for the groups that are
+   * partly unavailable; the others keep their group as it is.
+   */
   #rebuildPlans(): void {
     const health = this.#health;
     const now = health.now();
-    let nextExpiry = Number.POSITIVE_INFINITY;
+    const factor = this.#factor;
     const table = this.#table;
-    // Per tier and group: the endpoints that may take traffic now.
-    const healthy = table.map((t) =>
-      t.groups.map((g) => {
-        const idx: number[] = [];
-        for (let i = 0; i < g.endpoints.length; i++) {
-          const h = g.health[i]!;
-          if (health.available(h, now)) idx.push(i);
+    let nextExpiry = Number.POSITIVE_INFINITY;
+    // Per group, in table order: the endpoints that may take traffic now.
+    const healthyIn: number[] = [];
+    const counts: TierHealth[] = [];
+    for (const t of table) {
+      let tierHealthy = 0;
+      for (const g of t.groups) {
+        let healthy = 0;
+        for (const h of g.health) {
+          if (health.available(h, now)) healthy++;
           else if (h.state === "ejected" && h.ejectedUntil < nextExpiry) nextExpiry = h.ejectedUntil;
         }
-        return idx;
-      }),
-    );
-    const counts = table.map((t, i) => ({
-      healthy: healthy[i]!.reduce((s, idx) => s + idx.length, 0),
-      total: t.groups.reduce((s, g) => s + g.endpoints.length, 0),
-    }));
+        healthyIn.push(healthy);
+        tierHealthy += healthy;
+      }
+      counts.push({ healthy: tierHealthy, total: t.total });
+    }
     // Backups take traffic only when no other tier has a healthy endpoint.
     const backupAt = table.findIndex((t) => this.#tiers.isBackup(t.tier.rank));
     const primaryHealthy = counts.some((c, i) => i !== backupAt && c.healthy > 0);
     const considered = table.map((_, i) => backupAt < 0 || (i === backupAt) !== primaryHealthy);
     const subset = counts.filter((_, i) => considered[i]);
-    const { load, panic } = priorityLoad(subset, this.#factor, this.#panicThreshold);
+    const { load, panic } = priorityLoad(subset, factor, this.#panicThreshold);
     const plans: Plan[] = [];
     let upTo = 0;
     let k = 0;
+    let at = 0;
     for (let i = 0; i < table.length; i++) {
       const t = table[i]!;
       const c = counts[i]!;
@@ -499,27 +552,24 @@ export class Balancer {
       const groups: Group[] = [];
       const groupUpTo: number[] = [];
       let gw = 0;
-      t.groups.forEach((tg, gi) => {
-        const idx = p ? tg.endpoints.map((_, j) => j) : healthy[i]![gi]!;
-        const g = new Group(tg.weight, tg.endpoints.length, healthy[i]![gi]!.length);
-        for (const j of idx) {
-          g.endpoints.push(tg.endpoints[j]!);
-          g.health.push(tg.health[j]!);
-          g.weights.push(tg.endpoints[j]!.weight);
-        }
-        buildWeights(g);
+      for (const tg of t.groups) {
+        const healthy = healthyIn[at++]!;
+        const total = tg.endpoints.length;
         // A locality's effective weight shrinks with its health (Envoy's locality-weighted LB).
-        const eff = p
-          ? tg.weight
-          : tg.weight * Math.min(1, (this.#factor * g.healthy) / Math.max(1, g.total));
-        if (g.endpoints.length > 0 && eff > 0) {
+        const eff = p ? tg.weight : tg.weight * Math.min(1, (factor * healthy) / Math.max(1, total));
+        if (eff > 0 && (p ? total : healthy) > 0) {
           gw += eff;
-          groups.push(g);
+          // A panicking tier ignores health: it picks among all of its endpoints.
+          groups.push(
+            p || healthy === total
+              ? (tg.all ??= new Group(tg.endpoints, tg.health, tg.weights))
+              : this.#availablePart(tg, now),
+          );
           groupUpTo.push(gw);
         }
-      });
+      }
       if (groups.length === 0) {
-        groups.push(new Group(1, c.total, 0));
+        groups.push(EMPTY_GROUP);
         groupUpTo.push(1);
       }
       plans.push({
@@ -546,52 +596,131 @@ export class Balancer {
     this.#healthVersion = health.version;
     this.#nextExpiry = nextExpiry;
   }
+
+  /** The endpoints of a table group that may take traffic now, as a group of their own. */
+  #availablePart(tg: TableGroup, now: number): Group {
+    const health = this.#health;
+    const endpoints: Endpoint[] = [];
+    const records: EndpointHealth[] = [];
+    const weights: number[] = [];
+    for (let j = 0; j < tg.endpoints.length; j++) {
+      const h = tg.health[j]!;
+      if (!health.available(h, now)) continue;
+      endpoints.push(tg.endpoints[j]!);
+      records.push(h);
+      weights.push(tg.weights[j]!);
+    }
+    return new Group(endpoints, records, weights);
+  }
 }
 
-/** Prepares a group's weighted sampling: alias tables and a round-robin schedule, when weights differ. */
-function buildWeights(g: Group): void {
-  const w = g.weights;
+/** The one group of a tier without `distribute` groups. */
+const WHOLE_TIER: LocalityGroup = Object.freeze({ key: "", weight: 1 });
+
+/**
+ * Vose's alias tables for O(1) weighted sampling, or undefined when the
+ * weights are equal (a uniform draw needs none).
+ */
+function aliasTable(w: readonly number[]): { prob: Float64Array; alias: Int32Array } | undefined {
   const n = w.length;
-  g.prob = undefined;
-  g.alias = undefined;
-  g.schedule = undefined;
-  if (n < 2 || w.every((x) => x === w[0])) return;
+  if (n < 2) return undefined;
+  const first = w[0]!;
+  let equal = true;
   let sum = 0;
-  for (const x of w) sum += x;
-  // Vose's alias method.
+  for (let i = 0; i < n; i++) {
+    const x = w[i]!;
+    sum += x;
+    if (x !== first) equal = false;
+  }
+  if (equal) return undefined;
   const prob = new Float64Array(n);
   const alias = new Int32Array(n);
-  const scaled = w.map((x) => (x * n) / sum);
-  const small: number[] = [];
-  const large: number[] = [];
-  for (let i = 0; i < n; i++) (scaled[i]! < 1 ? small : large).push(i);
-  while (small.length > 0 && large.length > 0) {
-    const s = small.pop()!;
-    const l = large.pop()!;
+  const scaled = new Float64Array(n);
+  // Two stacks of indices: below and at-or-above the average.
+  const small = new Int32Array(n);
+  const large = new Int32Array(n);
+  let ns = 0;
+  let nl = 0;
+  for (let i = 0; i < n; i++) {
+    const x = (w[i]! * n) / sum;
+    scaled[i] = x;
+    if (x < 1) small[ns++] = i;
+    else large[nl++] = i;
+  }
+  while (ns > 0 && nl > 0) {
+    const s = small[--ns]!;
+    const l = large[--nl]!;
     prob[s] = scaled[s]!;
     alias[s] = l;
     scaled[l] = scaled[l]! + scaled[s]! - 1;
-    (scaled[l]! < 1 ? small : large).push(l);
+    if (scaled[l]! < 1) small[ns++] = l;
+    else large[nl++] = l;
   }
-  for (const i of large) prob[i] = 1;
-  for (const i of small) prob[i] = 1;
-  g.prob = prob;
-  g.alias = alias;
-  // Smooth weighted round-robin (nginx), over weights scaled to a schedule of at most 64 × n slots.
-  const max = Math.max(...w);
+  for (let i = 0; i < nl; i++) prob[large[i]!] = 1;
+  for (let i = 0; i < ns; i++) prob[small[i]!] = 1;
+  return { prob, alias };
+}
+
+/**
+ * One cycle of nginx's smooth weighted round-robin, over weights scaled so
+ * that the largest is at most 64 (a cycle of at most 64 × n slots).
+ *
+ * nginx adds every weight to its endpoint's current value at each step and
+ * picks the largest (the first on ties), which is O(n) a step and O(n²) a
+ * cycle. Endpoints of equal weight, though, differ only in how often they
+ * were picked, so among themselves they take turns in index order; it is
+ * enough to compare the next endpoint of each distinct weight. The cycle is
+ * the same, step for step, in O(n + slots × distinct weights), and there
+ * are at most 64 distinct weights after scaling (usually one to three).
+ */
+function roundRobinSchedule(w: readonly number[]): Int32Array {
+  const n = w.length;
+  let max = 0;
+  for (let i = 0; i < n; i++) if (w[i]! > max) max = w[i]!;
   const scale = Math.min(1, 64 / max);
-  const sw = w.map((x) => Math.max(1, Math.round(x * scale)));
-  const len = sw.reduce((a, b) => a + b, 0);
-  const schedule = new Int32Array(len);
-  const current = new Array<number>(n).fill(0);
-  for (let s = 0; s < len; s++) {
-    let best = 0;
-    for (let i = 0; i < n; i++) {
-      current[i]! += sw[i]!;
-      if (current[i]! > current[best]!) best = i;
+  const classOf = new Map<number, number>();
+  const classWeight: number[] = [];
+  const members: number[][] = [];
+  let len = 0;
+  for (let i = 0; i < n; i++) {
+    const sw = Math.max(1, Math.round(w[i]! * scale));
+    len += sw;
+    let c = classOf.get(sw);
+    if (c === undefined) {
+      c = classWeight.length;
+      classOf.set(sw, c);
+      classWeight.push(sw);
+      members.push([]);
     }
-    current[best]! -= len;
-    schedule[s] = best;
+    members[c]!.push(i);
   }
-  g.schedule = schedule;
+  const m = classWeight.length;
+  // Per weight: the member whose turn it is, and how many turns each member before it has had.
+  const next = new Int32Array(m);
+  const rounds = new Float64Array(m);
+  const schedule = new Int32Array(len);
+  for (let step = 1; step <= len; step++) {
+    // An endpoint's current value after `step` additions is step × weight − len × (times picked).
+    let best = 0;
+    let bestValue = Number.NEGATIVE_INFINITY;
+    let bestIndex = 0;
+    for (let c = 0; c < m; c++) {
+      const value = step * classWeight[c]! - len * rounds[c]!;
+      const index = members[c]![next[c]!]!;
+      if (value > bestValue || (value === bestValue && index < bestIndex)) {
+        best = c;
+        bestValue = value;
+        bestIndex = index;
+      }
+    }
+    schedule[step - 1] = bestIndex;
+    const turn = next[best]! + 1;
+    if (turn === members[best]!.length) {
+      next[best] = 0;
+      rounds[best]!++;
+    } else {
+      next[best] = turn;
+    }
+  }
+  return schedule;
 }

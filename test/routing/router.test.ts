@@ -4,6 +4,39 @@ import { Balancer, type BalancerOptions } from "../../src/routing/router.js";
 import { type RouterOptions, TierMap } from "../../src/routing/tiers.js";
 import { countBy, endpoints, fixedWatch, manualClock, seededRandom } from "../helpers/routing.js";
 
+/** nginx's smooth weighted round-robin, step by step as nginx does it (weights scaled to at most 64), for reference. */
+function nginxOrder(weights: readonly number[], steps: number): number[] {
+  let max = 0;
+  for (const w of weights) max = Math.max(max, w);
+  const scaled = weights.map((w) => Math.max(1, Math.round(w * Math.min(1, 64 / max))));
+  const total = scaled.reduce((a, b) => a + b, 0);
+  const current = scaled.map(() => 0);
+  const out: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    let best = 0;
+    for (let i = 0; i < scaled.length; i++) {
+      current[i]! += scaled[i]!;
+      if (current[i]! > current[best]!) best = i;
+    }
+    current[best]! -= total;
+    out.push(best);
+  }
+  return out;
+}
+
+/** One endpoint per weight, all in the caller's zone, in the order given. */
+const weighted = (weights: readonly number[]) =>
+  weights.map(
+    (weight, i) =>
+      endpoints(1, {
+        cluster: "home",
+        region: "east",
+        zone: "east-a",
+        address: `10.9.${i >> 8}.${i & 255}`,
+        weight,
+      })[0]!,
+  );
+
 const CALLER: RouterOptions = { region: "east", zone: "east-a", failover: ["west"] };
 
 function setup(
@@ -14,7 +47,8 @@ function setup(
   const clock = manualClock();
   const health = new HealthTracker({ now: clock, random: () => 0, failureRate: false });
   const watch = fixedWatch(eps);
-  const balancer = new Balancer(watch, new TierMap(caller), health, { random: seededRandom(), ...options });
+  const tiers = new TierMap(caller);
+  const balancer = new Balancer(watch, tiers, health, { random: seededRandom(), ...options });
   const eject = (e: (typeof eps)[number]) => {
     const h = health.get(e.id);
     for (let i = 0; i < 5; i++) {
@@ -22,7 +56,7 @@ function setup(
       health.failure(h, "ECONNREFUSED");
     }
   };
-  return { clock, health, watch, balancer, eject };
+  return { clock, health, watch, tiers, balancer, eject };
 }
 
 const home = (n: number) => endpoints(n, { cluster: "home", region: "east", zone: "east-a" }, 1);
@@ -203,6 +237,98 @@ describe("Balancer", () => {
     const { balancer } = setup(h, { policy: "round-robin" });
     const ids = Array.from({ length: 6 }, () => balancer.pick()!.id);
     expect(ids).toEqual([...h, ...h].map((e) => e.id));
+  });
+
+  it("follows nginx's smooth weighted round-robin order when weights differ", () => {
+    const five = weighted([5, 1, 1]);
+    const { balancer } = setup(five, { policy: "round-robin" });
+    const ids = Array.from({ length: 14 }, () => five.indexOf(balancer.pick()!));
+    expect(ids).toEqual([0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]);
+
+    // Many distinct weights, some above 64 (scaled down), ties everywhere.
+    const random = seededRandom(7);
+    const weights = Array.from({ length: 60 }, (_, i) =>
+      i % 7 === 0 ? 1 + Math.floor(random() * 300) : 1 + Math.floor(random() * 6),
+    );
+    const list = weighted(weights);
+    const rr = setup(list, { policy: "round-robin" }).balancer;
+    const steps = 2 * nginxOrder(weights, 0).length + 2_000;
+    expect(Array.from({ length: steps }, () => list.indexOf(rr.pick()!))).toEqual(nginxOrder(weights, steps));
+  });
+
+  it("gives every endpoint its weight's share of each round-robin cycle", () => {
+    const weights = Array.from({ length: 1000 }, (_, i) => 1 + ((i * 7) % 4));
+    const list = weighted(weights);
+    const { balancer } = setup(list, { policy: "round-robin" });
+    const cycle = weights.reduce((a, b) => a + b, 0);
+    for (let round = 0; round < 2; round++) {
+      const counts = countBy(
+        cycle,
+        () => balancer.pick(),
+        (e) => e.id,
+      );
+      expect(list.map((e) => counts[e.id])).toEqual(weights);
+    }
+  });
+
+  it("keeps its table and picker across a discovery update that changes nothing", () => {
+    const h = home(3);
+    const { balancer, watch, tiers, health } = setup([...h, ...west(3)], { policy: "round-robin" });
+    expect(balancer.pick()).toBe(h[0]);
+    const before = watch.snapshot;
+    const of = vi.spyOn(tiers, "of");
+    const available = vi.spyOn(health, "available");
+    watch.set([...before.endpoints]);
+    expect(watch.snapshot.version).toBeGreaterThan(before.version);
+    expect(watch.snapshot.endpoints).toBe(before.endpoints);
+    // The round-robin position carries on where it was.
+    expect([balancer.pick(), balancer.pick(), balancer.pick()]).toEqual([h[1], h[2], h[0]]);
+    expect(of).not.toHaveBeenCalled();
+    expect(available).not.toHaveBeenCalled();
+  });
+
+  it("rebuilds its table when an endpoint changes", () => {
+    const h = home(2);
+    const { balancer, watch, tiers } = setup(h);
+    balancer.pick();
+    const of = vi.spyOn(tiers, "of");
+    const heavier = endpoints(1, { cluster: "home", region: "east", zone: "east-a", weight: 3 }, 1);
+    watch.set([heavier[0]!, h[1]!]);
+    const counts = countBy(
+      4000,
+      () => balancer.pick(),
+      (e) => String(e.weight),
+    );
+    expect(of).toHaveBeenCalledTimes(2);
+    expect(counts["3"]! / 4000).toBeCloseTo(0.75, 1);
+  });
+
+  it("re-weights the tiers after an ejection without rebuilding the tier table", () => {
+    const h = home(4);
+    const w = west(4);
+    const { balancer, tiers, health, eject } = setup([...h, ...w], { policy: "round-robin" });
+    expect(balancer.pick()).toBe(h[0]);
+    const of = vi.spyOn(tiers, "of");
+    const get = vi.spyOn(health, "get");
+    // A health change in another tier leaves the home group, and its round-robin position, as they were.
+    eject(w[0]!);
+    get.mockClear();
+    expect(balancer.pick()).toBe(h[1]);
+    for (const e of h.slice(0, 3)) eject(e);
+    get.mockClear();
+    const counts = countBy(
+      1000,
+      () => balancer.pick(),
+      (e) => e.cluster,
+    );
+    // 1 of 4 healthy at home: 1.4 × 25 % = 35 % stays, the rest spills to the 3 healthy of the west.
+    expect(counts.home! / 1000).toBeCloseTo(0.35, 1);
+    expect(balancer.tiers().map((t) => [t.healthy, t.total])).toEqual([
+      [1, 4],
+      [3, 4],
+    ]);
+    expect(of).not.toHaveBeenCalled();
+    expect(get).not.toHaveBeenCalled();
   });
 
   it("ramps a new endpoint's weight up over the slow-start window", () => {
