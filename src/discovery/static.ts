@@ -79,10 +79,81 @@ export interface StaticBackend extends DiscoveryBackend {
   update(services: Record<string, StaticEndpoint[]>): void;
 }
 
+/** True when `endpoint` is what {@link createEndpoint} makes of `entry`: the entry has not changed. */
+function matches(endpoint: Endpoint, entry: StaticEndpoint, backend: string): boolean {
+  const loc = endpoint.locality;
+  const ready = entry.ready ?? true;
+  return (
+    endpoint.address === entry.address &&
+    endpoint.port === entry.port &&
+    endpoint.cluster === entry.cluster &&
+    loc.region === (entry.region ?? "") &&
+    loc.zone === (entry.zone ?? "") &&
+    loc.subzone === (entry.subzone ?? "") &&
+    endpoint.weight === (entry.weight ?? 1) &&
+    endpoint.backup === (entry.backup ?? false) &&
+    endpoint.ready === ready &&
+    endpoint.serving === ready &&
+    endpoint.terminating === (entry.terminating ?? false) &&
+    endpoint.identity === entry.identity &&
+    endpoint.backend === backend
+  );
+}
+
+/**
+ * The endpoints of a list, keeping the previous object of every entry that
+ * has not changed: building an endpoint costs far more than comparing one
+ * (its id, its locality key, a frozen copy), and with the same objects the
+ * registry recognises an identical set at once, so that a refresh that
+ * changes nothing changes nothing downstream. An entry is looked for where
+ * it was first, then by id (the list may have been reordered); no previous
+ * object is used for two entries.
+ */
+function endpointsOf(
+  list: readonly StaticEndpoint[],
+  previous: readonly Endpoint[] | undefined,
+  backend: string,
+): Endpoint[] {
+  const out: Endpoint[] = [];
+  // Where each previous endpoint was, by id: built on the first entry that is not where it was.
+  let at: Map<string, number> | undefined;
+  // Previous endpoints already used for an entry at another place.
+  let taken: Set<number> | undefined;
+  for (let i = 0; i < list.length; i++) {
+    const entry = list[i]!;
+    const same = previous?.[i];
+    if (same !== undefined && !taken?.has(i) && matches(same, entry, backend)) {
+      out.push(same);
+      continue;
+    }
+    const fresh = createEndpoint({ ...entry, backend });
+    if (previous === undefined || fresh.id === same?.id) {
+      out.push(fresh);
+      continue;
+    }
+    at ??= new Map(previous.map((e, j) => [e.id, j]));
+    const j = at.get(fresh.id);
+    // Not one already kept in its own place, nor one used for an earlier entry.
+    if (
+      j !== undefined &&
+      !taken?.has(j) &&
+      !(j < i && out[j] === previous[j]) &&
+      matches(previous[j]!, entry, backend)
+    ) {
+      (taken ??= new Set()).add(j);
+      out.push(previous[j]!);
+    } else {
+      out.push(fresh);
+    }
+  }
+  return out;
+}
+
 function build(
   backend: string,
   services: Record<string, StaticEndpoint[]>,
   prefix: string,
+  previous?: ReadonlyMap<string, readonly Endpoint[]>,
 ): Map<string, readonly Endpoint[]> {
   const out = new Map<string, readonly Endpoint[]>();
   for (const [raw, list] of Object.entries(services)) {
@@ -94,17 +165,7 @@ function build(
         cause: err,
       });
     }
-    out.set(
-      name.key,
-      Object.freeze(
-        list.map((e) =>
-          createEndpoint({
-            ...e,
-            backend,
-          }),
-        ),
-      ),
-    );
+    out.set(name.key, Object.freeze(endpointsOf(list, previous?.get(name.key), backend)));
   }
   return out;
 }
@@ -138,7 +199,7 @@ export function staticDiscovery(options: StaticDiscoveryOptions, prefix = ""): S
     claims: (service) => (table.get(service.key)?.length ?? 0) > 0,
     update(services) {
       const parsed = parseOptions(staticDiscoverySchema.shape.services, services, "update");
-      for (const [key, endpoints] of build(name, parsed, "update.")) table.set(key, endpoints);
+      for (const [key, endpoints] of build(name, parsed, "update.", table)) table.set(key, endpoints);
       for (const wake of [...waiters]) wake();
     },
     async *watch(service, { signal }: WatchOptions) {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { createEndpoint } from "../../src/discovery/endpoint.js";
 import { parseServiceName } from "../../src/discovery/names.js";
 import { Registry } from "../../src/discovery/registry.js";
 import { staticDiscovery } from "../../src/discovery/static.js";
@@ -59,6 +60,71 @@ describe("staticDiscovery", () => {
     backend.update({ "api.default": [{ address: "10.0.2.2", port: 9090, cluster: "cluster-west" }] });
     await updated;
     expect(watch.snapshot.endpoints.map((e) => e.id)).toEqual(["cluster-west/10.0.2.2:9090"]);
+    await registry.close();
+  });
+
+  it("keeps the endpoint object of every entry that an update leaves unchanged", async () => {
+    const list = [
+      { address: "10.0.1.1", port: 8080, cluster: "east", region: "us-east-1", zone: "us-east-1a" },
+      { address: "10.0.1.2", port: 8080, cluster: "east", region: "us-east-1", weight: 2 },
+      {
+        address: "10.0.1.3",
+        port: 8080,
+        cluster: "east",
+        identity: "spiffe://cluster.local/ns/default/sa/api",
+      },
+    ];
+    const backend = staticDiscovery({ services: { "api.default": list } });
+    const registry = new Registry([backend]);
+    const watch = registry.watch(parseServiceName("api.default"));
+    const [a, b, c] = (await watch.settled()).endpoints;
+    const updated = new Promise((resolve) => watch.onUpdate(resolve));
+    backend.update({ "api.default": [list[0]!, { ...list[1]!, weight: 3 }, list[2]!] });
+    await updated;
+    const [a2, b2, c2] = watch.snapshot.endpoints;
+    expect(a2).toBe(a);
+    expect(c2).toBe(c);
+    expect(b2).not.toBe(b);
+    expect(b2).toMatchObject({ id: b!.id, weight: 3 });
+    // A kept endpoint is exactly what a fresh build would make.
+    expect(a2).toEqual(createEndpoint({ ...list[0]!, backend: "static" }));
+    expect(c2).toEqual(createEndpoint({ ...list[2]!, backend: "static" }));
+    await registry.close();
+  });
+
+  it("keeps the endpoint objects of a reordered list, each for one entry only", async () => {
+    const list = [1, 2, 3].map((i) => ({ address: `10.0.2.${i}`, port: 80, cluster: "east" }));
+    const backend = staticDiscovery({ services: { "api.default": list } });
+    const registry = new Registry([backend]);
+    const watch = registry.watch(parseServiceName("api.default"));
+    const before = (await watch.settled()).endpoints;
+    let updated = new Promise((resolve) => watch.onUpdate(resolve));
+    backend.update({ "api.default": [list[2]!, list[1]!, list[0]!, list[1]!] });
+    await updated;
+    const after = watch.snapshot.endpoints;
+    expect(after.slice(0, 3)).toEqual([before[2], before[1], before[0]]);
+    for (let i = 0; i < 3; i++) expect(after[i]).toBe(before[2 - i]);
+    // The repeated entry gets an endpoint of its own.
+    expect(after[3]).not.toBe(before[1]);
+    expect(after[3]).toEqual(before[1]);
+    // A changed entry is never matched with the endpoint it replaced.
+    updated = new Promise((resolve) => watch.onUpdate(resolve));
+    backend.update({ "api.default": [{ ...list[0]!, ready: false }] });
+    await updated;
+    expect(watch.snapshot.endpoints[0]).toMatchObject({ id: before[0]!.id, ready: false, serving: false });
+    await registry.close();
+  });
+
+  it("delivers an update that changes nothing with the same endpoint set", async () => {
+    const backend = staticDiscovery({ services });
+    const registry = new Registry([backend]);
+    const watch = registry.watch(parseServiceName("api.default"));
+    const before = await watch.settled();
+    const updated = new Promise((resolve) => watch.onUpdate(resolve));
+    backend.update({ "api.default": services["api.default"].map((e) => ({ ...e })) });
+    await updated;
+    expect(watch.snapshot.version).toBeGreaterThan(before.version);
+    expect(watch.snapshot.endpoints).toBe(before.endpoints);
     await registry.close();
   });
 
