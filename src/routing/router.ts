@@ -155,6 +155,10 @@ interface TableGroup {
    * nothing and its round-robin position survives.
    */
   all: Group | undefined;
+  /** Per endpoint, 1 when it could take traffic at the last plan: a group whose flags stay put keeps `part`. */
+  readonly available: Uint8Array;
+  /** The group of the endpoints that could take traffic at the last plan, when some could not; made on first need. */
+  part: Group | undefined;
 }
 
 interface TableTier {
@@ -469,7 +473,8 @@ export class Balancer {
     const slow = this.#slowWindow > 0;
     const known = this.#known;
     const now = slow ? health.now() : 0;
-    const byRank = new Map<number, { tier: TierInfo; groups: TableGroup[] }>();
+    type Building = Pick<TableGroup, "key" | "weight" | "endpoints" | "health" | "weights">;
+    const byRank = new Map<number, { tier: TierInfo; groups: Building[] }>();
     for (const e of endpoints) {
       const tier = tiers.of(e);
       let t = byRank.get(tier.rank);
@@ -478,7 +483,7 @@ export class Balancer {
         byRank.set(tier.rank, t);
       }
       const group = tier.label === "distribute" ? tiers.groupOf(e)! : WHOLE_TIER;
-      let g: TableGroup | undefined;
+      let g: Building | undefined;
       for (const x of t.groups) {
         if (x.key === group.key) {
           g = x;
@@ -486,7 +491,7 @@ export class Balancer {
         }
       }
       if (g === undefined) {
-        g = { key: group.key, weight: group.weight, endpoints: [], health: [], weights: [], all: undefined };
+        g = { key: group.key, weight: group.weight, endpoints: [], health: [], weights: [] };
         t.groups.push(g);
       }
       const h = health.get(e.id);
@@ -499,16 +504,20 @@ export class Balancer {
     const table: TableTier[] = [];
     for (const t of byRank.values()) {
       let total = 0;
-      for (const g of t.groups) total += g.endpoints.length;
-      table.push({ tier: t.tier, groups: t.groups, total });
+      const groups = t.groups.map((g) => {
+        total += g.endpoints.length;
+        const available = new Uint8Array(g.endpoints.length).fill(1);
+        return { ...g, all: undefined, available, part: undefined };
+      });
+      table.push({ tier: t.tier, groups, total });
     }
     this.#table = table.sort((a, b) => a.tier.rank - b.tier.rank);
   }
 
   /**
-   * Splits traffic for the current health: O(endpoints) to count who may
-   * take traffic, and new sampling tables only for the groups that are
-   * partly unavailable; the others keep their group as it is.
+   * Splits traffic for the current health: O(endpoints) to see who may take
+   * traffic, and new sampling tables only for the groups in which that
+   * changed; the others keep their groups as they are.
    */
   #rebuildPlans(): void {
     const health = this.#health;
@@ -516,17 +525,27 @@ export class Balancer {
     const factor = this.#factor;
     const table = this.#table;
     let nextExpiry = Number.POSITIVE_INFINITY;
-    // Per group, in table order: the endpoints that may take traffic now.
+    // Per group, in table order: how many endpoints may take traffic now.
     const healthyIn: number[] = [];
     const counts: TierHealth[] = [];
     for (const t of table) {
       let tierHealthy = 0;
       for (const g of t.groups) {
+        const records = g.health;
+        const flags = g.available;
         let healthy = 0;
-        for (const h of g.health) {
-          if (health.available(h, now)) healthy++;
+        let changed = false;
+        for (let j = 0; j < records.length; j++) {
+          const h = records[j]!;
+          const ok = health.available(h, now) ? 1 : 0;
+          if (ok === 1) healthy++;
           else if (h.state === "ejected" && h.ejectedUntil < nextExpiry) nextExpiry = h.ejectedUntil;
+          if (flags[j] !== ok) {
+            flags[j] = ok;
+            changed = true;
+          }
         }
+        if (changed) g.part = undefined;
         healthyIn.push(healthy);
         tierHealthy += healthy;
       }
@@ -563,7 +582,7 @@ export class Balancer {
           groups.push(
             p || healthy === total
               ? (tg.all ??= new Group(tg.endpoints, tg.health, tg.weights))
-              : this.#availablePart(tg, now),
+              : (tg.part ??= availablePart(tg)),
           );
           groupUpTo.push(gw);
         }
@@ -596,22 +615,21 @@ export class Balancer {
     this.#healthVersion = health.version;
     this.#nextExpiry = nextExpiry;
   }
+}
 
-  /** The endpoints of a table group that may take traffic now, as a group of their own. */
-  #availablePart(tg: TableGroup, now: number): Group {
-    const health = this.#health;
-    const endpoints: Endpoint[] = [];
-    const records: EndpointHealth[] = [];
-    const weights: number[] = [];
-    for (let j = 0; j < tg.endpoints.length; j++) {
-      const h = tg.health[j]!;
-      if (!health.available(h, now)) continue;
-      endpoints.push(tg.endpoints[j]!);
-      records.push(h);
-      weights.push(tg.weights[j]!);
-    }
-    return new Group(endpoints, records, weights);
+/** The endpoints of a table group that could take traffic at the last plan, as a group of their own. */
+function availablePart(tg: TableGroup): Group {
+  const flags = tg.available;
+  const endpoints: Endpoint[] = [];
+  const records: EndpointHealth[] = [];
+  const weights: number[] = [];
+  for (let j = 0; j < flags.length; j++) {
+    if (flags[j] === 0) continue;
+    endpoints.push(tg.endpoints[j]!);
+    records.push(tg.health[j]!);
+    weights.push(tg.weights[j]!);
   }
+  return new Group(endpoints, records, weights);
 }
 
 /** The one group of a tier without `distribute` groups. */

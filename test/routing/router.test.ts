@@ -331,6 +331,20 @@ describe("Balancer", () => {
     expect(get).not.toHaveBeenCalled();
   });
 
+  it("keeps a partly ejected group's picker across a health change that does not touch it", () => {
+    // Eight at home: with two ejected, 6/8 × 1.4 ≥ 1 keeps every call at home.
+    const h = home(8);
+    const w = west(4);
+    const { balancer, eject } = setup([...h, ...w], { policy: "round-robin" });
+    eject(h[0]!);
+    expect(balancer.pick()).toBe(h[1]);
+    eject(w[0]!);
+    expect([balancer.pick(), balancer.pick(), balancer.pick()]).toEqual([h[2], h[3], h[4]]);
+    // Its own healthy set changes: a new picker over the endpoints left.
+    eject(h[2]!);
+    expect([balancer.pick(), balancer.pick(), balancer.pick()]).toEqual([h[1], h[3], h[4]]);
+  });
+
   it("ramps a new endpoint's weight up over the slow-start window", () => {
     const h = home(2);
     const { balancer, watch, health, clock } = setup(h, { slowStart: { window: 10_000 } });
