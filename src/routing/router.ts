@@ -103,30 +103,37 @@ export interface TierState {
 
 /**
  * The endpoints of one locality group (a whole tier, or one `distribute`
- * target) that a pick chooses among, with their weighted sampling tables.
- * Immutable but for the round-robin cursor and its lazily built schedule.
+ * target) that a pick chooses among, with what weighted picks need.
+ * Immutable but for its round-robin state.
  */
 class Group {
-  /** Vose alias tables, when weights differ. */
+  /** True when every endpoint has the same weight. */
+  readonly uniform: boolean;
+  /** Vose alias tables, when weights differ and the policy samples (P2C, random). */
   readonly prob: Float64Array | undefined;
   readonly alias: Int32Array | undefined;
-  /** Smooth weighted round-robin schedule, when weights differ; built on the group's first round-robin pick. */
-  schedule: Int32Array | undefined;
+  /** Smooth weighted round-robin, when weights differ; made on the group's first round-robin pick. */
+  smooth: SmoothRoundRobin | undefined;
+  /** Round-robin position, when weights are equal. */
   cursor = 0;
 
   constructor(
     readonly endpoints: readonly Endpoint[],
     readonly health: readonly EndpointHealth[],
     readonly weights: readonly number[],
+    sampled: boolean,
   ) {
-    const alias = aliasTable(weights);
+    let uniform = true;
+    for (let i = 1; i < weights.length && uniform; i++) uniform = weights[i] === weights[0];
+    this.uniform = uniform;
+    const alias = uniform || !sampled ? undefined : aliasTable(weights);
     this.prob = alias?.prob;
     this.alias = alias?.alias;
   }
 }
 
 /** A pick in a tier that has nothing to pick from. */
-const EMPTY_GROUP = new Group([], [], []);
+const EMPTY_GROUP = new Group([], [], [], false);
 
 interface Plan {
   readonly tier: TierInfo;
@@ -343,15 +350,13 @@ export class Balancer {
     if (n === 1) return g.endpoints[0];
     switch (this.#policy) {
       case "round-robin": {
-        const i = g.cursor;
-        if (g.prob === undefined) {
+        if (g.uniform) {
+          const i = g.cursor;
           g.cursor = i + 1 >= n ? 0 : i + 1;
           return g.endpoints[i];
         }
-        // Only round-robin reads a schedule, so only it pays for one.
-        const s = (g.schedule ??= roundRobinSchedule(g.weights));
-        g.cursor = i + 1 >= s.length ? 0 : i + 1;
-        return g.endpoints[s[i]!];
+        // Only round-robin needs this state, so only it pays for it.
+        return g.endpoints[(g.smooth ??= new SmoothRoundRobin(g.weights)).next()];
       }
       case "random":
         return g.endpoints[this.#sample(g)];
@@ -524,6 +529,7 @@ export class Balancer {
     const now = health.now();
     const factor = this.#factor;
     const table = this.#table;
+    const sampled = this.#policy !== "round-robin";
     let nextExpiry = Number.POSITIVE_INFINITY;
     // Per group, in table order: how many endpoints may take traffic now.
     const healthyIn: number[] = [];
@@ -581,8 +587,8 @@ export class Balancer {
           // A panicking tier ignores health: it picks among all of its endpoints.
           groups.push(
             p || healthy === total
-              ? (tg.all ??= new Group(tg.endpoints, tg.health, tg.weights))
-              : (tg.part ??= availablePart(tg)),
+              ? (tg.all ??= new Group(tg.endpoints, tg.health, tg.weights, sampled))
+              : (tg.part ??= availablePart(tg, sampled)),
           );
           groupUpTo.push(gw);
         }
@@ -618,7 +624,7 @@ export class Balancer {
 }
 
 /** The endpoints of a table group that could take traffic at the last plan, as a group of their own. */
-function availablePart(tg: TableGroup): Group {
+function availablePart(tg: TableGroup, sampled: boolean): Group {
   const flags = tg.available;
   const endpoints: Endpoint[] = [];
   const records: EndpointHealth[] = [];
@@ -629,28 +635,17 @@ function availablePart(tg: TableGroup): Group {
     records.push(tg.health[j]!);
     weights.push(tg.weights[j]!);
   }
-  return new Group(endpoints, records, weights);
+  return new Group(endpoints, records, weights, sampled);
 }
 
 /** The one group of a tier without `distribute` groups. */
 const WHOLE_TIER: LocalityGroup = Object.freeze({ key: "", weight: 1 });
 
-/**
- * Vose's alias tables for O(1) weighted sampling, or undefined when the
- * weights are equal (a uniform draw needs none).
- */
-function aliasTable(w: readonly number[]): { prob: Float64Array; alias: Int32Array } | undefined {
+/** Vose's alias tables for O(1) weighted sampling (a uniform draw needs none). */
+function aliasTable(w: readonly number[]): { prob: Float64Array; alias: Int32Array } {
   const n = w.length;
-  if (n < 2) return undefined;
-  const first = w[0]!;
-  let equal = true;
   let sum = 0;
-  for (let i = 0; i < n; i++) {
-    const x = w[i]!;
-    sum += x;
-    if (x !== first) equal = false;
-  }
-  if (equal) return undefined;
+  for (let i = 0; i < n; i++) sum += w[i]!;
   const prob = new Float64Array(n);
   const alias = new Int32Array(n);
   const scaled = new Float64Array(n);
@@ -680,65 +675,85 @@ function aliasTable(w: readonly number[]): { prob: Float64Array; alias: Int32Arr
 }
 
 /**
- * One cycle of nginx's smooth weighted round-robin, over weights scaled so
- * that the largest is at most 64 (a cycle of at most 64 × n slots).
+ * nginx's smooth weighted round-robin, one step per pick, over weights
+ * scaled so that the largest is at most 64 (a cycle of at most 64 × n picks).
  *
  * nginx adds every weight to its endpoint's current value at each step and
- * picks the largest (the first on ties), which is O(n) a step and O(n²) a
- * cycle. Endpoints of equal weight, though, differ only in how often they
- * were picked, so among themselves they take turns in index order; it is
- * enough to compare the next endpoint of each distinct weight. The cycle is
- * the same, step for step, in O(n + slots × distinct weights), and there
- * are at most 64 distinct weights after scaling (usually one to three).
+ * picks the largest (the first on ties): O(n) a pick. Endpoints of equal
+ * weight, though, differ only in how often they were picked, so among
+ * themselves they take turns in index order, and it is enough to compare
+ * the endpoint whose turn it is in each distinct weight: the same order,
+ * step for step, in O(distinct weights) a pick — at most 64 after scaling,
+ * usually one to three — with no schedule to build or hold.
  */
-function roundRobinSchedule(w: readonly number[]): Int32Array {
-  const n = w.length;
-  let max = 0;
-  for (let i = 0; i < n; i++) if (w[i]! > max) max = w[i]!;
-  const scale = Math.min(1, 64 / max);
-  const classOf = new Map<number, number>();
-  const classWeight: number[] = [];
-  const members: number[][] = [];
-  let len = 0;
-  for (let i = 0; i < n; i++) {
-    const sw = Math.max(1, Math.round(w[i]! * scale));
-    len += sw;
-    let c = classOf.get(sw);
-    if (c === undefined) {
-      c = classWeight.length;
-      classOf.set(sw, c);
-      classWeight.push(sw);
-      members.push([]);
+class SmoothRoundRobin {
+  /** Per distinct scaled weight (a class): the weight, and its endpoints in index order. */
+  readonly #weight: number[] = [];
+  readonly #members: number[][] = [];
+  /** Per class: the member whose turn it is, and how often each member from it on has been picked this cycle. */
+  readonly #turn: Int32Array;
+  readonly #picked: Float64Array;
+  /** Picks in a cycle (the sum of the scaled weights), after which every current value is 0 again. */
+  readonly #cycle: number;
+  #step = 0;
+
+  constructor(weights: readonly number[]) {
+    let max = 0;
+    for (const w of weights) if (w > max) max = w;
+    const scale = Math.min(1, 64 / max);
+    const classOf = new Map<number, number>();
+    let cycle = 0;
+    for (let i = 0; i < weights.length; i++) {
+      const w = Math.max(1, Math.round(weights[i]! * scale));
+      cycle += w;
+      let c = classOf.get(w);
+      if (c === undefined) {
+        c = this.#weight.length;
+        classOf.set(w, c);
+        this.#weight.push(w);
+        this.#members.push([]);
+      }
+      this.#members[c]!.push(i);
     }
-    members[c]!.push(i);
+    this.#turn = new Int32Array(this.#weight.length);
+    this.#picked = new Float64Array(this.#weight.length);
+    this.#cycle = cycle;
   }
-  const m = classWeight.length;
-  // Per weight: the member whose turn it is, and how many turns each member before it has had.
-  const next = new Int32Array(m);
-  const rounds = new Float64Array(m);
-  const schedule = new Int32Array(len);
-  for (let step = 1; step <= len; step++) {
-    // An endpoint's current value after `step` additions is step × weight − len × (times picked).
+
+  /** The index of the next endpoint. */
+  next(): number {
+    const weight = this.#weight;
+    const members = this.#members;
+    const turn = this.#turn;
+    const picked = this.#picked;
+    let step = this.#step + 1;
+    if (step > this.#cycle) {
+      // Each endpoint has been picked its weight's times: every current value is back to 0.
+      step = 1;
+      turn.fill(0);
+      picked.fill(0);
+    }
+    this.#step = step;
+    // An endpoint's current value after `step` additions is step × weight − cycle × (times picked).
     let best = 0;
     let bestValue = Number.NEGATIVE_INFINITY;
     let bestIndex = 0;
-    for (let c = 0; c < m; c++) {
-      const value = step * classWeight[c]! - len * rounds[c]!;
-      const index = members[c]![next[c]!]!;
+    for (let c = 0; c < weight.length; c++) {
+      const value = step * weight[c]! - this.#cycle * picked[c]!;
+      const index = members[c]![turn[c]!]!;
       if (value > bestValue || (value === bestValue && index < bestIndex)) {
         best = c;
         bestValue = value;
         bestIndex = index;
       }
     }
-    schedule[step - 1] = bestIndex;
-    const turn = next[best]! + 1;
-    if (turn === members[best]!.length) {
-      next[best] = 0;
-      rounds[best]!++;
+    const t = turn[best]! + 1;
+    if (t === members[best]!.length) {
+      turn[best] = 0;
+      picked[best]!++;
     } else {
-      next[best] = turn;
+      turn[best] = t;
     }
+    return bestIndex;
   }
-  return schedule;
 }
