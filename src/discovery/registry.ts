@@ -79,6 +79,8 @@ export class ServiceWatch {
   readonly service: ServiceName;
   #snapshot: ServiceSnapshot;
   readonly #listeners = new Set<SnapshotListener>();
+  /** No backend pending: kept by `apply()`, as every call reads it. */
+  #isSettled: boolean;
   #settled: Promise<ServiceSnapshot> | undefined;
   #wakeSettled: (() => void) | undefined;
   readonly #settleTimeout: number;
@@ -100,6 +102,7 @@ export class ServiceWatch {
       sources: backends.map((b) => PENDING_SOURCE(b.name)),
       version: 0,
     });
+    this.#isSettled = backends.length === 0;
   }
 
   /** The current snapshot. */
@@ -109,7 +112,7 @@ export class ServiceWatch {
 
   /** True once no backend is pending any more. */
   get isSettled(): boolean {
-    return !this.#snapshot.sources.some((s) => s.state === "pending");
+    return this.#isSettled;
   }
 
   /**
@@ -153,7 +156,8 @@ export class ServiceWatch {
       sources: Object.freeze(sources),
       version: this.#snapshot.version + 1,
     });
-    if (this.isSettled) this.#wakeSettled?.();
+    this.#isSettled = !sources.some((s) => s.state === "pending");
+    if (this.#isSettled) this.#wakeSettled?.();
     for (const listener of this.#listeners) listener(this.#snapshot);
   }
 }
