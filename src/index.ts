@@ -138,6 +138,7 @@ export {
 } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
+export { MeshDispatcher, type MeshDispatcherOptions } from "./transport/http/dispatcher.js";
 export {
   HEDGE_HEADER,
   type HttpRoutes,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Agent, type Dispatcher } from "undici";
+import { Agent } from "undici";
 import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
 import type { ClusterStatus, DiscoveryBackend } from "./discovery/discovery.js";
 import { dnsDiscovery } from "./discovery/dns.js";
@@ -18,7 +18,8 @@ import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js"
 import { HealthTracker, type HealthView } from "./resilience/health.js";
 import { CallPolicy } from "./resilience/policy.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
-import { type HttpRoutes, meshInterceptor } from "./transport/http/interceptor.js";
+import { MeshDispatcher } from "./transport/http/dispatcher.js";
+import type { HttpRoutes } from "./transport/http/routes.js";
 
 /** Builds a backend from its config-file entry; `source` names the entry for errors. */
 type BackendFactory = (options: never, source: string) => DiscoveryBackend;
@@ -124,7 +125,7 @@ export interface Mesh {
    * calls go through the mesh. Short `svc.ns` hosts are routed only when a
    * backend claims them (they could be public domains).
    */
-  readonly dispatcher: Dispatcher;
+  readonly dispatcher: MeshDispatcher;
   /** A drop-in WHATWG `fetch` (the global `Request`/`Response`), through the mesh. */
   fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
   /**
@@ -211,9 +212,13 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     balancerFor: (name, explicit) => (explicit || registry.claims(name) ? balancer(name) : undefined),
   };
 
+  // Two dispatchers over one agent (one pool per endpoint); not compose()
+  // chains, whose handler wrapping costs more than the mesh itself (see
+  // MeshDispatcher).
   const agent = new Agent();
-  const dispatcher = agent.compose(meshInterceptor(routes));
-  const explicitDispatcher = agent.compose(meshInterceptor(routes, { explicit: true }));
+  const dispatcher = new MeshDispatcher(routes, { agent });
+  const explicitDispatcher = new MeshDispatcher(routes, { agent, explicit: true });
+  const fetchDispatcher = { dispatcher: explicitDispatcher };
 
   const describeService = (b: Balancer): ServiceDescription => {
     const snapshot = b.watch.snapshot;
@@ -252,7 +257,8 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     dispatcher,
     config,
     fetch(input, init) {
-      return globalThis.fetch(input, { ...init, dispatcher: explicitDispatcher } as unknown as RequestInit);
+      const options = init === undefined ? fetchDispatcher : { ...init, dispatcher: explicitDispatcher };
+      return globalThis.fetch(input, options as unknown as RequestInit);
     },
     async resolve(name, port) {
       if (registry.closed) throw new MeshClosedError();

@@ -112,7 +112,7 @@ const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
 
 /** True for the idempotent HTTP methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE). */
 export function isIdempotent(method: string): boolean {
-  return IDEMPOTENT.has(method) || IDEMPOTENT.has(method.toUpperCase());
+  return method === "GET" || IDEMPOTENT.has(method) || IDEMPOTENT.has(method.toUpperCase());
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * Tracing through `@opentelemetry/api` only: the application brings the SDK
- * and the propagator. With no SDK registered every span is a no-op and costs
- * next to nothing.
+ * and the propagator. With no SDK registered a call starts no span at all:
+ * it shares one no-op span and propagates the caller's context as it is, so
+ * that it builds neither attributes nor a context it would throw away.
  *
  * @module
  */
@@ -10,6 +11,8 @@ import {
   type Attributes,
   type Context,
   context,
+  INVALID_SPAN_CONTEXT,
+  ProxyTracerProvider,
   propagation,
   type Span,
   SpanKind,
@@ -39,6 +42,25 @@ export const Attr = {
 
 const tracer = trace.getTracer(TRACER_NAME);
 
+/** The span of every call while no SDK is registered: records nothing, ends as a no-op. */
+export const NOOP_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/**
+ * The API's own no-op provider: what the global provider delegates to until
+ * an SDK registers (a provider without a delegate hands out this one).
+ */
+const NOOP_TRACER_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * True when an SDK has registered a tracer provider, so that a span may
+ * record. A provider the check does not recognise (another copy of the API)
+ * counts as registered: the call then takes the full path, as before.
+ */
+export function tracerRegistered(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NOOP_TRACER_PROVIDER;
+}
+
 /** A header list being built for a request: flat `[name, value, name, value, …]`. */
 export type HeaderList = string[];
 
@@ -48,14 +70,28 @@ const headerSetter: TextMapSetter<HeaderList> = {
   },
 };
 
+/** The caller's active context. */
+export function activeContext(): Context {
+  return context.active();
+}
+
 /**
- * Starts the client span of a call, as a child of the caller's active
- * context, and returns it with the context that carries it.
+ * Starts the client span of a call as a child of `parent`, with its
+ * attributes at the start (samplers see them). Call it only when
+ * {@link tracerRegistered}; otherwise use {@link NOOP_SPAN}.
  */
-export function startClientSpan(name: string, attributes: Attributes): { span: Span; ctx: Context } {
-  const parent = context.active();
-  const span = tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent);
-  return { span, ctx: trace.setSpan(parent, span) };
+export function startClientSpan(name: string, parent: Context, attributes: Attributes): Span {
+  return tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent);
+}
+
+/**
+ * The context to propagate for a call: `parent` with the call's span in it,
+ * or `parent` itself when the span carries no trace of its own (the no-op
+ * span), which saves the copy a new context costs.
+ */
+export function contextWithSpan(parent: Context, span: Span): Context {
+  if (span === NOOP_SPAN || !trace.isSpanContextValid(span.spanContext())) return parent;
+  return trace.setSpan(parent, span);
 }
 
 /**
