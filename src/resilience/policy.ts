@@ -51,7 +51,12 @@ export interface CallPolicyOptions {
   perTryTimeout?: number;
   /** Overall deadline of a call, in ms, across attempts and until the response ends; default none. */
   deadline?: number;
-  /** Send the time left as `x-meshlink-timeout-ms` with each attempt; default true. */
+  /**
+   * Send the time left as `x-meshlink-timeout-ms` with each attempt; default
+   * true. An attempt carries it when the call has a deadline, or else its
+   * per-try timeout when one was chosen (`perTryTimeout`, or the request's
+   * own `headersTimeout`); the 15 s default alone is not sent.
+   */
   propagateDeadline?: boolean;
   /** Response statuses that are endpoint failures and retryable; default 502, 503, 504. */
   retryOn?: readonly number[];
@@ -182,6 +187,13 @@ export class CallPolicy {
   readonly perTryTimeout: number;
   /** The per-try timeout as a header value, computed once. */
   readonly perTryTimeoutHeader: string;
+  /**
+   * True when the per-try timeout was configured rather than defaulted: only
+   * then do attempts without a deadline tell the server about it (the
+   * default says nothing the caller chose, and would cost every request a
+   * header to write and to parse).
+   */
+  readonly perTryTimeoutSet: boolean;
   /** Overall deadline in ms, or `Infinity` for none. */
   readonly deadline: number;
   /** True when attempts carry `x-meshlink-timeout-ms`. */
@@ -211,6 +223,7 @@ export class CallPolicy {
     this.attempts = options.attempts ?? 2;
     this.perTryTimeout = options.perTryTimeout ?? 15_000;
     this.perTryTimeoutHeader = String(this.perTryTimeout);
+    this.perTryTimeoutSet = options.perTryTimeout !== undefined;
     this.deadline = options.deadline ?? Number.POSITIVE_INFINITY;
     this.propagateDeadline = options.propagateDeadline ?? true;
     this.#retryOn = new Set(options.retryOn ?? [502, 503, 504]);

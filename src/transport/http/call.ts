@@ -716,7 +716,14 @@ export class MeshCall implements Dispatcher.DispatchController {
       this.#baseHeaders = extra.length === 0 ? source : withHeaders(source, extra);
       options.headers = this.#baseHeaders;
     } else {
-      if (policy.propagateDeadline) extra.push(TIMEOUT_HEADER, policy.perTryTimeoutHeader);
+      // No deadline: the server is told the per-try timeout when one was
+      // chosen (the policy's or the caller's `headersTimeout`), not the default.
+      if (policy.propagateDeadline && (callerTimeout !== undefined || policy.perTryTimeoutSet)) {
+        extra.push(
+          TIMEOUT_HEADER,
+          callerTimeout === undefined ? policy.perTryTimeoutHeader : String(callerTimeout),
+        );
+      }
       options.headers = extra.length === 0 ? source : withHeaders(source, extra);
       this.#baseHeaders = undefined;
     }
