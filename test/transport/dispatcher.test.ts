@@ -1,0 +1,194 @@
+import { once } from "node:events";
+import { Agent, Dispatcher, errors, request } from "undici";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { MeshDispatcher } from "../../src/transport/http/dispatcher.js";
+import { startServer, type TestServer } from "../helpers/servers.js";
+import { meshRoutes } from "./mesh-routes.js";
+
+const MESH_ORIGIN = "http://api.default.svc.cluster.local";
+
+/** A dispatcher that records what it is given and hands it on to `inner` (or answers `result`). */
+class SpyDispatcher extends Dispatcher {
+  readonly calls: { opts: Dispatcher.DispatchOptions; handler: Dispatcher.DispatchHandler }[] = [];
+  closes = 0;
+  destroys: (Error | null)[] = [];
+  constructor(
+    readonly inner: Dispatcher | undefined,
+    readonly result = true,
+  ) {
+    super();
+  }
+  override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    this.calls.push({ opts, handler });
+    return this.inner === undefined ? this.result : this.inner.dispatch(opts, handler);
+  }
+  override close(): Promise<void>;
+  override close(callback: () => void): void;
+  override close(callback?: () => void): Promise<void> | void {
+    this.closes++;
+    if (callback === undefined) return Promise.resolve();
+    queueMicrotask(callback);
+  }
+  override destroy(): Promise<void>;
+  override destroy(err: Error | null): Promise<void>;
+  override destroy(callback: () => void): void;
+  override destroy(err: Error | null, callback: () => void): void;
+  override destroy(err?: Error | null | (() => void), callback?: () => void): Promise<void> | void {
+    this.destroys.push(typeof err === "function" ? null : (err ?? null));
+    const cb = typeof err === "function" ? err : callback;
+    if (cb === undefined) return Promise.resolve();
+    queueMicrotask(cb);
+  }
+}
+
+/** A handler of undici's new API that collects the response. */
+function collector() {
+  const chunks: Buffer[] = [];
+  let status = 0;
+  let controller: Dispatcher.DispatchController | undefined;
+  let settle!: { resolve: (v: { status: number; body: string }) => void; reject: (e: Error) => void };
+  const done = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    settle = { resolve, reject };
+  });
+  const handler: Dispatcher.DispatchHandler = {
+    onRequestStart(c) {
+      controller = c;
+    },
+    onResponseStart(_c, statusCode) {
+      status = statusCode;
+    },
+    onResponseData(_c, chunk) {
+      chunks.push(chunk);
+    },
+    onResponseEnd() {
+      settle.resolve({ status, body: Buffer.concat(chunks).toString() });
+    },
+    onResponseError(_c, err) {
+      settle.reject(err);
+    },
+  };
+  return { handler, done, controller: () => controller };
+}
+
+let server: TestServer;
+let routes: ReturnType<typeof meshRoutes>;
+
+beforeAll(async () => {
+  server = await startServer("api", { address: "127.0.72.1" });
+  routes = meshRoutes({ "api.default": [{ address: server.address, port: server.port, cluster: "east" }] });
+});
+
+afterAll(async () => {
+  await routes.close();
+  await server.stop();
+});
+
+afterEach(() => {
+  server.requests.length = 0;
+});
+
+describe("MeshDispatcher", () => {
+  it("hands a request to another host to its agent as it came: same options, same handler, its return value", async () => {
+    const spy = new SpyDispatcher(undefined, false);
+    const dispatcher = new MeshDispatcher(routes, { agent: spy });
+    const opts = { origin: "http://example.test:8080", path: "/x", method: "GET" as const };
+    const legacy = {
+      onConnect() {},
+      onHeaders: () => true,
+      onData: () => true,
+      onComplete() {},
+      onError() {},
+    };
+    const modern = collector().handler;
+    expect(dispatcher.dispatch(opts, legacy)).toBe(false);
+    expect(dispatcher.dispatch(opts, modern)).toBe(false);
+    expect(spy.calls).toHaveLength(2);
+    expect(spy.calls[0]!.opts).toBe(opts);
+    expect(spy.calls[0]!.handler).toBe(legacy);
+    expect(spy.calls[1]!.handler).toBe(modern);
+  });
+
+  it("sends the attempts of a legacy caller to the agent as legacy handlers, which undici does not wrap", async () => {
+    const agent = new Agent();
+    const spy = new SpyDispatcher(agent);
+    const dispatcher = new MeshDispatcher(routes, { agent: spy });
+    const res = await request(`${MESH_ORIGIN}/legacy`, { dispatcher });
+    expect(JSON.parse(await res.body.text()).server).toBe("api");
+    const attempt = spy.calls[0]!.handler;
+    expect(attempt.onRequestStart).toBeUndefined();
+    expect(typeof attempt.onHeaders).toBe("function");
+    expect(spy.calls[0]!.opts.origin).toBe(`http://${server.address}:${server.port}`);
+    await agent.close();
+  });
+
+  it("answers a new-API caller in the new API, with new-API attempts", async () => {
+    const agent = new Agent();
+    const spy = new SpyDispatcher(agent);
+    const dispatcher = new MeshDispatcher(routes, { agent: spy });
+    const { handler, done } = collector();
+    dispatcher.dispatch({ origin: MESH_ORIGIN, path: "/modern", method: "GET" }, handler);
+    const res = await done;
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body).url).toBe("/modern");
+    expect(typeof spy.calls[0]!.handler.onRequestStart).toBe("function");
+    await agent.close();
+  });
+
+  it("keeps the caller's other options, and sends the original host as Host header and TLS server name", async () => {
+    const spy = new SpyDispatcher(new Agent());
+    const dispatcher = new MeshDispatcher(routes, { agent: spy });
+    await (await request(`${MESH_ORIGIN}:8080/opts`, { dispatcher, reset: true })).body.text();
+    const sent = spy.calls[0]!.opts as Dispatcher.DispatchOptions & Record<string, unknown>;
+    expect(sent.reset).toBe(true);
+    expect(sent.dispatcher).toBe(dispatcher);
+    expect(sent.servername).toBe("api.default.svc.cluster.local");
+    expect(server.requests[0]!.headers.host).toBe("api.default.svc.cluster.local:8080");
+    await spy.inner!.close();
+  });
+
+  it("fails a mesh call whose legacy handler lacks a callback, as undici fails it", async () => {
+    const dispatcher = new MeshDispatcher(routes, { agent: new SpyDispatcher(undefined) });
+    let failed: Error | undefined;
+    dispatcher.dispatch(
+      { origin: MESH_ORIGIN, path: "/", method: "GET" },
+      {
+        onConnect() {},
+        onData: () => true,
+        onComplete() {},
+        onError(err) {
+          failed = err;
+        },
+      },
+    );
+    expect(failed).toBeInstanceOf(errors.InvalidArgumentError);
+    expect((failed as errors.UndiciError).code).toBe("UND_ERR_INVALID_ARG");
+    expect(() =>
+      dispatcher.dispatch({ origin: MESH_ORIGIN, path: "/", method: "GET" }, { onConnect() {} }),
+    ).toThrow(errors.InvalidArgumentError);
+  });
+
+  it("closes and destroys its agent", async () => {
+    const spy = new SpyDispatcher(undefined);
+    const dispatcher = new MeshDispatcher(routes, { agent: spy });
+    await dispatcher.close();
+    await new Promise<void>((resolve) => dispatcher.close(resolve));
+    const reason = new Error("gone");
+    await dispatcher.destroy(reason);
+    await new Promise<void>((resolve) => dispatcher.destroy(resolve));
+    expect(spy.closes).toBe(2);
+    expect(spy.destroys).toEqual([reason, null]);
+  });
+
+  it("reports the state of its agent and re-emits its connection events with itself first", async () => {
+    const dispatcher = new MeshDispatcher(routes);
+    const connected = once(dispatcher, "connect");
+    await (await request(`${MESH_ORIGIN}/events`, { dispatcher })).body.text();
+    const [origin, targets] = (await connected) as [URL, Dispatcher[]];
+    expect(String(origin)).toContain(`${server.address}:${server.port}`);
+    expect(targets[0]).toBe(dispatcher);
+    expect(dispatcher.closed).toBe(false);
+    await dispatcher.close();
+    expect(dispatcher.closed).toBe(true);
+    expect(dispatcher.destroyed).toBe(true);
+  });
+});
