@@ -165,7 +165,7 @@ export interface PolicyConfig {
   retryOn?: number[] | undefined;
   /** Overall deadline of a call, ms, until the response ends; default none. */
   deadline?: number | undefined;
-  /** Send `x-meshlink-timeout-ms` with each attempt; default true. */
+  /** Send `x-meshlink-timeout-ms` (the time left) with each attempt of a call that has a deadline or a configured per-try timeout; default true. */
   propagateDeadline?: boolean | undefined;
   /** Retry a 429 after its `Retry-After`; default true. */
   retryOnRateLimited?: boolean | undefined;
