@@ -27,6 +27,7 @@ export type {
   PendingUpdate,
   WatchOptions,
 } from "./discovery/discovery.js";
+export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
 export { type DnsCluster, type DnsDiscoveryOptions, dnsDiscovery } from "./discovery/dns.js";
 export {
   createEndpoint,
@@ -93,16 +94,6 @@ export {
   readDeadline,
   TIMEOUT_HEADER,
 } from "./resilience/deadline.js";
-export {
-  EndpointHealth,
-  type FailureRateOptions,
-  type HealthOptions,
-  type HealthState,
-  HealthTracker,
-  type HealthView,
-  monotonicNow,
-  OutlierBreaker,
-} from "./resilience/health.js";
 export { LatencyHistogram, type LatencyHistogramOptions } from "./resilience/latency.js";
 export {
   type BackoffOptions,
@@ -117,6 +108,15 @@ export {
   ServiceCallState,
 } from "./resilience/policy.js";
 export { sharedTimerWheel, TimerEntry, TimerWheel, type TimerWheelOptions } from "./resilience/timer.js";
+export {
+  EndpointHealth,
+  type FailureRateOptions,
+  type HealthOptions,
+  type HealthState,
+  HealthTracker,
+  type HealthView,
+  OutlierBreaker,
+} from "./routing/health.js";
 export {
   Balancer,
   type BalancerOptions,

@@ -8,27 +8,18 @@
 
 import { Agent, type Dispatcher } from "undici";
 import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
+import { registerBuiltinDiscoveryKinds } from "./discovery/builtins.js";
 import type { ClusterStatus, DiscoveryBackend } from "./discovery/discovery.js";
-import { dnsDiscovery } from "./discovery/dns.js";
 import type { Endpoint } from "./discovery/endpoint.js";
+import { discoveryKind, discoveryKinds } from "./discovery/kinds.js";
 import { parseServiceName, type ServiceName } from "./discovery/names.js";
 import { Registry, type ServiceState } from "./discovery/registry.js";
-import { staticDiscovery } from "./discovery/static.js";
 import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js";
-import { HealthTracker, type HealthView } from "./resilience/health.js";
 import { CallPolicy } from "./resilience/policy.js";
+import { HealthTracker, type HealthView } from "./routing/health.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
 import type { HttpRoutes } from "./transport/http/routes.js";
-
-/** Builds a backend from its config-file entry; `source` names the entry for errors. */
-type BackendFactory = (options: never, source: string) => DiscoveryBackend;
-
-/** The backend kinds a config file may name. */
-const BACKEND_KINDS: Record<string, BackendFactory> = {
-  static: staticDiscovery as BackendFactory,
-  dns: dnsDiscovery as BackendFactory,
-};
 
 /** One endpoint as `mesh.resolve` returns it: in the router's order, with health. */
 export interface ResolvedEndpoint {
@@ -146,16 +137,17 @@ export interface Mesh {
 
 function buildBackends(config: ResolvedConfig): DiscoveryBackend[] {
   if (config.backends.length > 0) return [...config.backends];
+  registerBuiltinDiscoveryKinds();
   return config.backendSpecs.map((spec) => {
-    const factory = BACKEND_KINDS[spec.kind];
+    const factory = discoveryKind(spec.kind);
     if (factory === undefined) {
       throw new ConfigError(
         spec.source.replace(/\.[^.]*$/, ""),
         spec.kind,
-        `unknown discovery backend kind; known: ${Object.keys(BACKEND_KINDS).join(", ")}`,
+        `unknown discovery backend kind; known: ${discoveryKinds().join(", ")}`,
       );
     }
-    return factory(spec.options as never, spec.source);
+    return factory(spec.options, spec.source);
   });
 }
 

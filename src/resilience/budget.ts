@@ -7,7 +7,7 @@
  * @module
  */
 
-import { monotonicNow } from "./health.js";
+import { monotonicNow } from "../clock.js";
 
 /** Options of {@link RetryBudget}. */
 export interface RetryBudgetOptions {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { monotonicNow } from "./health.js";
+import { monotonicNow } from "../clock.js";
 
 const BUCKETS = 160;
 /** Bucket growth: each bucket is 10 % wider than the last, from 0.05 ms. */

@@ -7,8 +7,8 @@
  * @module
  */
 
+import { monotonicNow } from "../clock.js";
 import { RetryBudget, type RetryBudgetOptions } from "./budget.js";
-import { monotonicNow } from "./health.js";
 import { LatencyHistogram } from "./latency.js";
 
 /** Retry back-off (Envoy's `retry_back_off`): full jitter over an exponential ceiling. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { monotonicNow } from "./health.js";
+import { monotonicNow } from "../clock.js";
 
 /** Something the wheel calls back. Subclass it and implement {@link TimerEntry.onTimer}. */
 export abstract class TimerEntry {

@@ -19,7 +19,7 @@
 
 import type { Endpoint } from "../discovery/endpoint.js";
 import type { ServiceWatch } from "../discovery/registry.js";
-import type { EndpointHealth, HealthTracker, HealthView } from "../resilience/health.js";
+import type { EndpointHealth, HealthTracker, HealthView } from "./health.js";
 import { priorityLoad, type TierHealth } from "./load.js";
 import type { LocalityGroup, TierInfo, TierMap } from "./tiers.js";
 

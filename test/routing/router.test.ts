@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "vitest";
-import { HealthTracker } from "../../src/resilience/health.js";
+import { HealthTracker } from "../../src/routing/health.js";
 import { Balancer, type BalancerOptions } from "../../src/routing/router.js";
 import { type RouterOptions, TierMap } from "../../src/routing/tiers.js";
 import { countBy, endpoints, fixedWatch, manualClock, seededRandom } from "../helpers/routing.js";

@@ -1,8 +1,8 @@
 import type { ServiceName } from "../../src/discovery/names.js";
 import { Registry } from "../../src/discovery/registry.js";
 import { type StaticEndpoint, staticDiscovery } from "../../src/discovery/static.js";
-import { HealthTracker } from "../../src/resilience/health.js";
 import { CallPolicy, type CallPolicyOptions } from "../../src/resilience/policy.js";
+import { HealthTracker } from "../../src/routing/health.js";
 import { Balancer } from "../../src/routing/router.js";
 import { TierMap } from "../../src/routing/tiers.js";
 import type { HttpRoutes } from "../../src/transport/http/routes.js";

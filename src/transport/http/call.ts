@@ -47,7 +47,6 @@ import {
   ServiceNotFoundError,
 } from "../../errors.js";
 import { parseTimeoutHeader, TIMEOUT_HEADER } from "../../resilience/deadline.js";
-import type { EndpointHealth } from "../../resilience/health.js";
 import {
   type CallPolicy,
   classifyError,
@@ -56,6 +55,7 @@ import {
   parseRetryAfter,
 } from "../../resilience/policy.js";
 import { TimerEntry, type TimerWheel } from "../../resilience/timer.js";
+import type { EndpointHealth } from "../../routing/health.js";
 import {
   Attr,
   activeContext,

@@ -19,6 +19,7 @@
  */
 
 import { CircuitState, ConsecutiveBreaker, CountBreaker, type IBreaker } from "cockatiel";
+import { monotonicNow } from "../clock.js";
 import type { Subscription } from "../subscription.js";
 
 /** An endpoint's health state. */
@@ -152,11 +153,6 @@ export interface HealthView {
   /** Peak-EWMA latency in ms, 0 when unmeasured. */
   readonly latencyMs: number;
 }
-
-const perf = globalThis.performance;
-const ORIGIN = perf.timeOrigin;
-/** The default clock: epoch ms from the monotonic high-resolution timer. */
-export const monotonicNow = (): number => ORIGIN + perf.now();
 
 /** A penalty cost for an endpoint with calls in flight but no latency measured yet (Finagle's PeakEwma). */
 const PENALTY = 1e9;

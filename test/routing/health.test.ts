@@ -1,6 +1,6 @@
 import { CircuitState } from "cockatiel";
 import { describe, expect, it } from "vitest";
-import { HealthTracker, OutlierBreaker } from "../../src/resilience/health.js";
+import { HealthTracker, OutlierBreaker } from "../../src/routing/health.js";
 import { manualClock } from "../helpers/routing.js";
 
 function tracker(extra: ConstructorParameters<typeof HealthTracker>[0] = {}) {

@@ -1,0 +1,16 @@
+/**
+ * Registers the discovery kinds that ship with meshlink. Called by
+ * `createMesh`; idempotent, and nothing happens on import.
+ *
+ * @module
+ */
+
+import { dnsDiscovery } from "./dns.js";
+import { type DiscoveryKindFactory, registerDiscoveryKind } from "./kinds.js";
+import { staticDiscovery } from "./static.js";
+
+/** @internal Registers the built-in kinds (static, dns). Idempotent. */
+export function registerBuiltinDiscoveryKinds(): void {
+  registerDiscoveryKind("static", staticDiscovery as unknown as DiscoveryKindFactory);
+  registerDiscoveryKind("dns", dnsDiscovery as unknown as DiscoveryKindFactory);
+}
