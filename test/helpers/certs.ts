@@ -1,0 +1,153 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A certificate and its private key, PEM. */
+export interface Pem {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** What a leaf certificate says about its holder. */
+export interface LeafOptions {
+  /** Subject common name. */
+  readonly cn: string;
+  /** DNS subject alternative names. */
+  readonly dns?: readonly string[];
+  /** IP subject alternative names. */
+  readonly ips?: readonly string[];
+  /** URI subject alternative names (SPIFFE IDs). */
+  readonly uris?: readonly string[];
+  /** Validity from now, in days; default 30. */
+  readonly days?: number;
+  /** Validity as explicit UTC times `YYYYMMDDHHMMSSZ` (for expired or not-yet-valid certificates). */
+  readonly notBefore?: string;
+  readonly notAfter?: string;
+}
+
+/** A test certificate authority (ECDSA P-256) made with the openssl CLI. */
+export interface TestCa extends Pem {
+  /** Issues a leaf certificate (server and client auth) signed by this CA. */
+  issue(options: LeafOptions): Pem;
+  /** Removes the CA's scratch directory. */
+  dispose(): void;
+}
+
+const openssl = (args: string[], cwd: string): void => {
+  execFileSync("openssl", args, { cwd, stdio: ["ignore", "ignore", "pipe"] });
+};
+
+/** A new ECDSA P-256 private key, PEM (PKCS#8). */
+export function ecKey(): string {
+  const dir = mkdtempSync(join(tmpdir(), "meshlink-key-"));
+  try {
+    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.pem"], dir);
+    return readFileSync(join(dir, "k.pem"), "utf8");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Creates a CA for tests. Needs the `openssl` command (Debian's openssl package). */
+export function createTestCa(name = "meshlink test CA"): TestCa {
+  const dir = mkdtempSync(join(tmpdir(), "meshlink-ca-"));
+  const key = ecKey();
+  writeFileSync(join(dir, "ca.key"), key);
+  openssl(
+    [
+      "req",
+      "-x509",
+      "-new",
+      "-key",
+      "ca.key",
+      "-subj",
+      `/CN=${name}`,
+      "-days",
+      "3650",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+      "-out",
+      "ca.pem",
+    ],
+    dir,
+  );
+  // `openssl ca` is the one command of OpenSSL 3.0 that takes explicit validity times.
+  writeFileSync(join(dir, "index.txt"), "");
+  writeFileSync(join(dir, "serial"), "1000\n");
+  writeFileSync(
+    join(dir, "ca.cnf"),
+    [
+      "[ca]",
+      "default_ca = test",
+      "[test]",
+      `dir = ${dir}`,
+      "database = $dir/index.txt",
+      "serial = $dir/serial",
+      "new_certs_dir = $dir",
+      "certificate = $dir/ca.pem",
+      "private_key = $dir/ca.key",
+      "default_md = sha256",
+      "policy = any",
+      "unique_subject = no",
+      "copy_extensions = none",
+      "[any]",
+      "commonName = supplied",
+      "",
+    ].join("\n"),
+  );
+  const cert = readFileSync(join(dir, "ca.pem"), "utf8");
+  let n = 0;
+  return {
+    cert,
+    key,
+    issue(options) {
+      const id = `leaf${n++}`;
+      const leafKey = ecKey();
+      writeFileSync(join(dir, `${id}.key`), leafKey);
+      openssl(["req", "-new", "-key", `${id}.key`, "-subj", `/CN=${options.cn}`, "-out", `${id}.csr`], dir);
+      const san = [
+        ...(options.dns ?? []).map((d) => `DNS:${d}`),
+        ...(options.ips ?? []).map((i) => `IP:${i}`),
+        ...(options.uris ?? []).map((u) => `URI:${u}`),
+      ];
+      const ext = [
+        "basicConstraints = CA:FALSE",
+        "keyUsage = critical, digitalSignature, keyEncipherment",
+        "extendedKeyUsage = serverAuth, clientAuth",
+        ...(san.length > 0 ? [`subjectAltName = ${san.join(", ")}`] : []),
+      ];
+      writeFileSync(join(dir, `${id}.ext`), `${ext.join("\n")}\n`);
+      const validity =
+        options.notBefore !== undefined || options.notAfter !== undefined
+          ? [
+              ...(options.notBefore !== undefined ? ["-startdate", options.notBefore] : []),
+              ...(options.notAfter !== undefined ? ["-enddate", options.notAfter] : []),
+            ]
+          : ["-days", String(options.days ?? 30)];
+      openssl(
+        [
+          "ca",
+          "-batch",
+          "-notext",
+          "-config",
+          "ca.cnf",
+          "-extfile",
+          `${id}.ext`,
+          "-in",
+          `${id}.csr`,
+          "-out",
+          `${id}.pem`,
+          ...validity,
+        ],
+        dir,
+      );
+      return { cert: readFileSync(join(dir, `${id}.pem`), "utf8"), key: leafKey };
+    },
+    dispose() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
