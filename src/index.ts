@@ -27,7 +27,6 @@ export type {
   PendingUpdate,
   WatchOptions,
 } from "./discovery/discovery.js";
-export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
 export { type DnsCluster, type DnsDiscoveryOptions, dnsDiscovery } from "./discovery/dns.js";
 export {
   createEndpoint,
@@ -36,6 +35,7 @@ export {
   hostPort,
   type Locality,
 } from "./discovery/endpoint.js";
+export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
 export {
   parseServiceName,
   SERVICE_NAME_FORMS,

@@ -18,6 +18,7 @@ import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js"
 import { CallPolicy } from "./resilience/policy.js";
 import { HealthTracker, type HealthView } from "./routing/health.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
+import { Connector } from "./transport/connector.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
 import type { HttpRoutes } from "./transport/http/routes.js";
 
@@ -168,7 +169,6 @@ function buildBackends(config: ResolvedConfig): DiscoveryBackend[] {
 export function createMesh(options: MeshOptions = {}): Mesh {
   const config = resolveConfig(options);
   const backends = buildBackends(config);
-  const registry = new Registry(backends, { settleTimeout: config.settleTimeout });
   const routing = config.routing;
   const health = new HealthTracker({ ...config.outlierDetection, latencyDecay: routing.latencyDecay });
   const tiers = new TierMap({
@@ -186,30 +186,46 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     maxRequestsPerEndpoint: config.policy.bulkhead?.maxRequestsPerEndpoint,
   };
   const balancers = new Map<string, Balancer>();
+  const registry = new Registry(backends, {
+    settleTimeout: config.settleTimeout,
+    // A service with calls in flight is in use, however long ago they started.
+    busy: (w) => (policy.peek(w.service.id)?.active ?? 0) > 0,
+  });
+  // Forgetting a service drops everything held for it: its balancer and its call state.
+  registry.onForget((w) => {
+    balancers.delete(w.service.id);
+    policy.forget(w.service.id);
+  });
 
   const balancer = (name: ServiceName): Balancer => {
     let b = balancers.get(name.id);
-    if (b === undefined) {
+    if (b === undefined || b.watch.closed) {
       b = new Balancer(registry.watch(name), tiers, health, balancerOptions);
       balancers.set(name.id, b);
     }
     return b;
   };
 
+  // One connector opens every connection to an endpoint.
+  const connector = new Connector();
   const routes: HttpRoutes = {
     policy,
+    connections: connector,
     get closed() {
       return registry.closed;
     },
     balancerFor: (name, explicit) => (explicit || registry.claims(name) ? balancer(name) : undefined),
   };
 
-  // Two dispatchers over one agent (one pool per endpoint); not compose()
-  // chains, whose handler wrapping costs more than the mesh itself (see
-  // MeshDispatcher).
-  const agent = new Agent();
-  const dispatcher = new MeshDispatcher(routes, { agent });
-  const explicitDispatcher = new MeshDispatcher(routes, { agent, explicit: true });
+  // Two dispatchers over one agent for the endpoints (one pool per
+  // endpoint) and one for every other host, which closing the mesh leaves
+  // open: an application whose global dispatcher this is keeps working
+  // (its exporter flushing spans on shutdown, say). Not compose() chains,
+  // whose handler wrapping costs more than the mesh itself (see MeshDispatcher).
+  const agent = new Agent({ connect: connector.connect });
+  const passthrough = new Agent();
+  const dispatcher = new MeshDispatcher(routes, { agent, passthrough });
+  const explicitDispatcher = new MeshDispatcher(routes, { agent, passthrough, explicit: true });
   const fetchInit = { dispatcher: explicitDispatcher } as unknown as RequestInit;
 
   const describeService = (b: Balancer): ServiceDescription => {
@@ -262,6 +278,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       if (registry.closed) throw new MeshClosedError();
       const service = parseServiceName(name, port);
       const b = balancer(service);
+      b.watch.used = true;
       const snapshot = await b.watch.settled();
       if (snapshot.endpoints.length === 0) {
         const failed = snapshot.sources.find((s) => s.error !== undefined);

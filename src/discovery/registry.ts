@@ -5,6 +5,7 @@
  * @module
  */
 
+import { reportInternalError } from "../diagnostics.js";
 import { DiscoveryError, formatValue } from "../errors.js";
 import type { Subscription } from "../subscription.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate } from "./discovery.js";
@@ -53,9 +54,27 @@ export interface RegistryOptions {
    * before it goes ahead with what the others gave; default 5 000 ms.
    */
   settleTimeout?: number;
+  /**
+   * A service nobody has used (called or resolved) for this long, in ms, is
+   * forgotten: its watches stop and {@link Registry.onForget} listeners drop
+   * what they hold for it. Default 600 000 (10 min); 0 keeps every service.
+   */
+  idleTimeout?: number;
+  /** Back-off before a watch whose iterator threw or ended is restarted: first ceiling and cap, ms; default 1 000 and 30 000. */
+  restartBackoff?: { base?: number; max?: number };
+  /** True while a service must not be forgotten (calls in flight); default never. */
+  busy?: (watch: ServiceWatch) => boolean;
   /** Clock in ms; default `Date.now`. */
   now?: () => number;
+  /** Random numbers in [0, 1) for restart jitter; default `Math.random`. */
+  random?: () => number;
 }
+
+type ResolvedRegistryOptions = Required<Omit<RegistryOptions, "busy" | "restartBackoff">> & {
+  readonly busy: ((watch: ServiceWatch) => boolean) | undefined;
+  readonly restartBase: number;
+  readonly restartMax: number;
+};
 
 /** A listener of snapshot changes. */
 export type SnapshotListener = (snapshot: ServiceSnapshot) => void;
@@ -72,11 +91,17 @@ const PENDING_SOURCE = (backend: string): SourceState => ({
 
 /**
  * One service's watches. Created by {@link Registry.watch}; lives until the
- * registry closes.
+ * registry forgets the service or closes.
  */
 export class ServiceWatch {
   /** The service. */
   readonly service: ServiceName;
+  /** Set by every use (a call, a resolve); the idle sweep clears it. One store per call, no clock read. */
+  used = true;
+  /** @internal When the idle sweep last saw it used. */
+  idleSince = 0;
+  /** @internal Aborted when the watch stops (forgotten, or the registry closed). */
+  readonly controller = new AbortController();
   #snapshot: ServiceSnapshot;
   readonly #listeners = new Set<SnapshotListener>();
   /** No backend pending: kept by `apply()`, as every call reads it. */
@@ -90,7 +115,7 @@ export class ServiceWatch {
   constructor(
     service: ServiceName,
     backends: readonly DiscoveryBackend[],
-    options: Required<RegistryOptions>,
+    options: { readonly settleTimeout: number; readonly now: () => number },
   ) {
     this.service = service;
     this.#settleTimeout = options.settleTimeout;
@@ -115,6 +140,11 @@ export class ServiceWatch {
     return this.#isSettled;
   }
 
+  /** True once the registry forgot the service or closed: no update comes any more. */
+  get closed(): boolean {
+    return this.controller.signal.aborted;
+  }
+
   /**
    * Resolves when every backend has answered at least once, or when the
    * settle timeout passes (with whatever is known by then).
@@ -122,8 +152,8 @@ export class ServiceWatch {
   settled(): Promise<ServiceSnapshot> {
     if (this.isSettled) return Promise.resolve(this.#snapshot);
     this.#settled ??= new Promise<ServiceSnapshot>((resolve) => {
+      // Referenced: a call waiting for discovery keeps the process alive until it settles.
       const timer = setTimeout(() => this.#wakeSettled?.(), this.#settleTimeout);
-      timer.unref?.();
       this.#wakeSettled = () => {
         clearTimeout(timer);
         this.#wakeSettled = undefined;
@@ -158,7 +188,20 @@ export class ServiceWatch {
     });
     this.#isSettled = !sources.some((s) => s.state === "pending");
     if (this.#isSettled) this.#wakeSettled?.();
-    for (const listener of this.#listeners) listener(this.#snapshot);
+    for (const listener of this.#listeners) {
+      try {
+        listener(this.#snapshot);
+      } catch (err) {
+        // A listener's exception must not stop the others, the backend's loop or the process.
+        reportInternalError("discovery update listener", err);
+      }
+    }
+  }
+
+  /** @internal Stops the watch and wakes whoever waits for it to settle. */
+  stop(): void {
+    this.controller.abort();
+    this.#wakeSettled?.();
   }
 }
 
@@ -262,7 +305,9 @@ function mergedState(sources: readonly SourceState[], endpoints: readonly Endpoi
 
 /**
  * Owns every watch. `watch(name)` starts one watch per backend the first time
- * a service is asked for; `close()` stops them all.
+ * a service is asked for; a watch whose iterator throws or ends is restarted
+ * with jittered back-off (its last set kept, marked stale); a service nobody
+ * used for `idleTimeout` is forgotten; `close()` stops them all.
  *
  * @example
  * ```ts
@@ -274,13 +319,23 @@ function mergedState(sources: readonly SourceState[], endpoints: readonly Endpoi
 export class Registry {
   readonly #backends: readonly DiscoveryBackend[];
   readonly #watches = new Map<string, ServiceWatch>();
-  readonly #abort = new AbortController();
   readonly #running = new Set<Promise<void>>();
-  readonly #options: Required<RegistryOptions>;
+  readonly #options: ResolvedRegistryOptions;
+  readonly #forgetListeners = new Set<(watch: ServiceWatch) => void>();
+  #sweep: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
 
   constructor(backends: readonly DiscoveryBackend[], options: RegistryOptions = {}) {
     this.#backends = backends;
-    this.#options = { settleTimeout: options.settleTimeout ?? 5_000, now: options.now ?? Date.now };
+    this.#options = {
+      settleTimeout: options.settleTimeout ?? 5_000,
+      idleTimeout: options.idleTimeout ?? 600_000,
+      restartBase: options.restartBackoff?.base ?? 1_000,
+      restartMax: options.restartBackoff?.max ?? 30_000,
+      busy: options.busy,
+      now: options.now ?? Date.now,
+      random: options.random ?? Math.random,
+    };
   }
 
   /** The backends, in the order given. */
@@ -290,25 +345,29 @@ export class Registry {
 
   /** True once {@link Registry.close} was called. */
   get closed(): boolean {
-    return this.#abort.signal.aborted;
+    return this.#closed;
   }
 
-  /** Every service watched so far. */
+  /** Every service watched now. */
   services(): IterableIterator<ServiceWatch> {
     return this.#watches.values();
   }
 
   /**
    * True when the name is a mesh name for the global dispatcher: a fully
-   * qualified form, or a short `svc.ns` that a backend claims or that is
-   * already watched.
+   * qualified form, or a short `svc.ns` that a backend claims — that a
+   * backend knows, never merely because someone asked for it.
    */
   claims(service: ServiceName): boolean {
-    return (
-      isQualifiedServiceName(service) ||
-      this.#watches.has(service.id) ||
-      this.#backends.some((b) => b.claims?.(service) === true)
-    );
+    if (isQualifiedServiceName(service)) return true;
+    for (const b of this.#backends) {
+      try {
+        if (b.claims?.(service) === true) return true;
+      } catch (err) {
+        reportInternalError(`${b.name} claims()`, err);
+      }
+    }
+    return false;
   }
 
   /** The watch of a service, started on first use. */
@@ -316,39 +375,98 @@ export class Registry {
     let w = this.#watches.get(service.id);
     if (w === undefined) {
       w = new ServiceWatch(service, this.#backends, this.#options);
-      this.#watches.set(service.id, w);
-      if (!this.closed) {
-        for (let i = 0; i < this.#backends.length; i++) this.#run(w, this.#backends[i]!, i);
+      w.idleSince = this.#options.now();
+      if (this.#closed) {
+        w.stop();
+        return w;
       }
+      this.#watches.set(service.id, w);
+      for (let i = 0; i < this.#backends.length; i++) this.#run(w, this.#backends[i]!, i);
+      if (this.#sweep === undefined && this.#options.idleTimeout > 0) this.#startSweep();
     }
     return w;
   }
 
-  #run(watch: ServiceWatch, backend: DiscoveryBackend, index: number): void {
-    const signal = this.#abort.signal;
-    const task = (async () => {
+  /** Subscribes to forgotten services: drop what is held for the watch. Returns a disposable. */
+  onForget(listener: (watch: ServiceWatch) => void): Subscription {
+    this.#forgetListeners.add(listener);
+    return { dispose: () => this.#forgetListeners.delete(listener) };
+  }
+
+  /** Forgets a service now: its watches stop and {@link Registry.onForget} listeners run. */
+  forget(watch: ServiceWatch): void {
+    if (this.#watches.get(watch.service.id) !== watch) return;
+    this.#watches.delete(watch.service.id);
+    watch.stop();
+    for (const listener of this.#forgetListeners) {
       try {
-        for await (const update of backend.watch(watch.service, { signal })) {
-          if (signal.aborted) break;
-          watch.apply(index, update);
-        }
+        listener(watch);
       } catch (err) {
-        if (!signal.aborted) {
-          watch.apply(index, {
-            kind: "failed",
-            error:
-              err instanceof DiscoveryError
-                ? err
-                : new DiscoveryError(
-                    backend.name,
-                    watch.service.key,
-                    (err as Error)?.message ?? String(err),
-                    {
-                      cause: err,
-                    },
-                  ),
-          });
+        reportInternalError("registry forget listener", err);
+      }
+    }
+  }
+
+  /** Runs one idle sweep now (the sweep timer calls it; tests may too). */
+  sweep(): void {
+    const { idleTimeout, now, busy } = this.#options;
+    if (idleTimeout <= 0) return;
+    const t = now();
+    for (const w of [...this.#watches.values()]) {
+      if (w.used || busy?.(w) === true) {
+        w.used = false;
+        w.idleSince = t;
+      } else if (t - w.idleSince >= idleTimeout) {
+        this.forget(w);
+      }
+    }
+    if (this.#watches.size === 0) this.#stopSweep();
+  }
+
+  #startSweep(): void {
+    const every = Math.max(1_000, Math.min(60_000, Math.floor(this.#options.idleTimeout / 2)));
+    this.#sweep = setInterval(() => this.sweep(), every);
+    this.#sweep.unref?.();
+  }
+
+  #stopSweep(): void {
+    if (this.#sweep !== undefined) clearInterval(this.#sweep);
+    this.#sweep = undefined;
+  }
+
+  /**
+   * Runs one backend's watch of a service, restarting it with jittered
+   * exponential back-off when its iterator throws or ends; the backend's
+   * last set stays, marked stale, meanwhile.
+   */
+  #run(watch: ServiceWatch, backend: DiscoveryBackend, index: number): void {
+    const signal = watch.controller.signal;
+    const { restartBase, restartMax, random } = this.#options;
+    const task = (async () => {
+      let failures = 0;
+      while (!signal.aborted) {
+        let error: DiscoveryError;
+        try {
+          for await (const update of backend.watch(watch.service, { signal })) {
+            if (signal.aborted) break;
+            watch.apply(index, update);
+            if (update?.kind === "bound" || update?.kind === "not-found") failures = 0;
+          }
+          if (signal.aborted) break;
+          error = new DiscoveryError(backend.name, watch.service.key, "the watch ended; restarting it");
+        } catch (err) {
+          if (signal.aborted) break;
+          error =
+            err instanceof DiscoveryError
+              ? err
+              : new DiscoveryError(backend.name, watch.service.key, (err as Error)?.message ?? String(err), {
+                  cause: err,
+                });
         }
+        watch.apply(index, { kind: "failed", error });
+        failures++;
+        const ceiling = Math.min(restartMax, restartBase * 2 ** Math.min(failures - 1, 16));
+        await sleep(ceiling / 2 + (random() * ceiling) / 2, signal);
       }
     })();
     this.#running.add(task);
@@ -357,9 +475,29 @@ export class Registry {
 
   /** Stops every watch and closes every backend. Idempotent. */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.#abort.abort();
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stopSweep();
+    for (const w of this.#watches.values()) w.stop();
     await Promise.allSettled([...this.#running]);
     await Promise.allSettled(this.#backends.map((b) => b.close?.()));
   }
+}
+
+/** Waits `ms` on an unreferenced timer, or until `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref?.();
+    signal.addEventListener("abort", done, { once: true });
+  });
 }

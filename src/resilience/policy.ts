@@ -82,10 +82,18 @@ export interface CallPolicyOptions {
 export type FailureKind =
   /** No connection was made: nothing of the request was sent. Retryable for every method. */
   | "connect"
+  /**
+   * A reused keep-alive connection that the server had closed broke before
+   * any response byte: not the endpoint's fault (not counted), and resent
+   * when the request may be sent again.
+   */
+  | "stale"
   /** The connection broke before a response: the server may have seen the request. */
   | "reset"
   /** No response headers within the per-try timeout. */
   | "timeout"
+  /** The response was malformed (not HTTP, a bad length, a broken frame): an endpoint failure like a 503. */
+  | "protocol"
   /** Not the endpoint's fault (bad request options, the caller's abort): neither counted nor retried. */
   | "other";
 
@@ -98,17 +106,31 @@ const CONNECT_CODES = new Set([
   "ENOTFOUND",
   "EAI_AGAIN",
   "UND_ERR_CONNECT_TIMEOUT",
+  "MESHLINK_ERR_EGRESS_DENIED",
 ]);
 const RESET_CODES = new Set(["ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED", "ECONNABORTED"]);
-const TIMEOUT_CODES = new Set(["UND_ERR_HEADERS_TIMEOUT", "ETIMEDOUT"]);
+const TIMEOUT_CODES = new Set(["UND_ERR_HEADERS_TIMEOUT", "ETIMEDOUT", "MESHLINK_ATTEMPT_TIMEOUT"]);
+const PROTOCOL_CODES = new Set([
+  "UND_ERR_RES_CONTENT_LENGTH_MISMATCH",
+  "UND_ERR_INFO",
+  "ERR_HTTP2_PROTOCOL_ERROR",
+  "ERR_HTTP2_STREAM_ERROR",
+  "ERR_HTTP2_INVALID_HEADER_VALUE",
+]);
 
-/** Classifies an attempt's error by its `code`. */
+/**
+ * Classifies an attempt's error by its `code`: a transport's first reading,
+ * which the call engine refines by what the attempt had written.
+ */
 export function classifyError(err: unknown): FailureKind {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return "other";
+  const e = err as { code?: unknown; name?: unknown } | null;
+  const code = e?.code;
+  if (typeof code !== "string") return e?.name === "HTTPParserError" ? "protocol" : "other";
   if (CONNECT_CODES.has(code)) return "connect";
   if (RESET_CODES.has(code)) return "reset";
   if (TIMEOUT_CODES.has(code)) return "timeout";
+  // llhttp's parse errors (HPE_INVALID_CONSTANT, HPE_INVALID_HEADER_TOKEN, …) and their kin.
+  if (PROTOCOL_CODES.has(code) || code.startsWith("HPE_") || e?.name === "HTTPParserError") return "protocol";
   return "other";
 }
 
@@ -252,14 +274,25 @@ export class CallPolicy {
 
   /**
    * True when an attempt that failed this way may be retried. A connect
-   * failure sent nothing, so any method retries; after a reset, a timeout or
-   * a retryable status only idempotent (or caller-marked) requests do.
+   * failure sent nothing, so any method retries; after a reset, a timeout, a
+   * malformed response or a retryable status only idempotent (or
+   * caller-marked) requests do.
    */
   mayRetry(kind: FailureKind | "status", idempotent: boolean, attempt: number): boolean {
     if (attempt >= this.attempts) return false;
     if (kind === "connect") return true;
     if (kind === "other") return false;
     return idempotent;
+  }
+
+  /** The state of a service's calls, if it has any. */
+  peek(id: string): ServiceCallState | undefined {
+    return this.#services.get(id);
+  }
+
+  /** Forgets a service's call state (budgets, histograms): the service was not called for a while. */
+  forget(id: string): void {
+    this.#services.delete(id);
   }
 
   /**

@@ -1,14 +1,21 @@
 /**
- * One shared timer for every call (deadlines, retry back-off, hedge
- * delays): a hashed timer wheel driven by a single unref'd interval, so that
- * a call never arms a `setTimeout` of its own. Entries are intrusive (the
- * wheel links the entry objects themselves): scheduling and cancelling are
- * O(1) and allocate nothing.
+ * One shared timer for every call (per-try timeouts, deadlines, retry
+ * back-off, hedge delays): a hashed timer wheel driven by a single
+ * interval, so that a call never arms a `setTimeout` of its own. Entries are
+ * intrusive (the wheel links the entry objects themselves): scheduling and
+ * cancelling are O(1) and allocate nothing.
+ *
+ * Every entry belongs to a call in progress, so the interval keeps the
+ * process alive exactly while something is scheduled (a call waiting for a
+ * back-off or a `Retry-After` must settle before the process exits) and is
+ * unreferenced, then stopped, when the wheel is empty: an idle mesh does not
+ * hold the process.
  *
  * @module
  */
 
 import { monotonicNow } from "../clock.js";
+import { reportInternalError } from "../diagnostics.js";
 
 /** Something the wheel calls back. Subclass it and implement {@link TimerEntry.onTimer}. */
 export abstract class TimerEntry {
@@ -18,7 +25,7 @@ export abstract class TimerEntry {
   next: TimerEntry | null = null;
   /** @internal */
   prev: TimerEntry | null = null;
-  /** @internal */
+  /** @internal The slot it is linked in; -1 when not scheduled, {@link FIRING} while in a sweep's due list. */
   slot = -1;
   /** Called once when the time comes, unless cancelled first. */
   abstract onTimer(): void;
@@ -43,6 +50,9 @@ export interface TimerWheelOptions {
 /** Ticks with nothing scheduled before the interval stops (so that idle processes stay idle). */
 const IDLE_TICKS = 200;
 
+/** The slot of an entry taken out of the wheel by a sweep, about to fire. */
+const FIRING = -2;
+
 /** A hashed timer wheel with one shared interval. */
 export class TimerWheel {
   readonly #tick: number;
@@ -53,7 +63,10 @@ export class TimerWheel {
   #size = 0;
   #processed: number;
   #interval: ReturnType<typeof setInterval> | undefined;
+  #referenced = false;
   #idle = 0;
+  /** The entries a sweep is firing (reused between sweeps). */
+  readonly #due: TimerEntry[] = [];
 
   constructor(options: TimerWheelOptions = {}) {
     this.#tick = options.tick ?? 5;
@@ -82,21 +95,38 @@ export class TimerWheel {
     entry.next = head;
     if (head !== null) head.prev = entry;
     this.#heads[slot] = entry;
-    this.#size++;
-    if (this.#interval === undefined && !this.#manual) this.#start();
+    if (this.#size++ === 0 && !this.#manual) {
+      if (this.#interval === undefined) this.#start();
+      else if (!this.#referenced) {
+        this.#interval.ref?.();
+        this.#referenced = true;
+      }
+    }
     this.#idle = 0;
   }
 
-  /** Cancels `entry` if scheduled. */
+  /** Cancels `entry` if scheduled (also while a sweep is about to fire it). */
   cancel(entry: TimerEntry): void {
     if (entry.at < 0) return;
+    if (entry.slot === FIRING) {
+      entry.at = -1;
+      entry.slot = -1;
+      return;
+    }
+    this.#unlink(entry);
+  }
+
+  #unlink(entry: TimerEntry): void {
     if (entry.prev !== null) entry.prev.next = entry.next;
     else this.#heads[entry.slot] = entry.next;
     if (entry.next !== null) entry.next.prev = entry.prev;
     entry.next = entry.prev = null;
     entry.at = -1;
     entry.slot = -1;
-    this.#size--;
+    if (--this.#size === 0 && this.#referenced) {
+      this.#interval?.unref?.();
+      this.#referenced = false;
+    }
   }
 
   /**
@@ -109,31 +139,46 @@ export class TimerWheel {
     const n = this.#heads.length;
     let from = this.#processed + 1;
     if (last - from >= n) from = last - n + 1;
+    const due = this.#due;
     for (let t = from; t <= last; t++) {
+      // Take the slot's due entries out first, then fire them: a callback may
+      // cancel or schedule any entry, this slot's included.
       let e: TimerEntry | null = this.#heads[t % n]!;
       while (e !== null) {
         const next: TimerEntry | null = e.next;
         // Entries of a later turn of the wheel share the slot: leave them.
         if (Math.floor(e.at / this.#tick) <= t) {
-          this.cancel(e);
-          try {
-            e.onTimer();
-          } catch (err) {
-            queueMicrotask(() => {
-              throw err;
-            });
-          }
+          const at = e.at;
+          this.#unlink(e);
+          e.at = at;
+          e.slot = FIRING;
+          due.push(e);
         }
         e = next;
       }
     }
     this.#processed = Math.max(this.#processed, last);
+    for (let i = 0; i < due.length; i++) {
+      const entry = due[i]!;
+      due[i] = undefined as unknown as TimerEntry;
+      if (entry.slot !== FIRING) continue; // cancelled, or scheduled again, by an earlier callback
+      entry.at = -1;
+      entry.slot = -1;
+      try {
+        entry.onTimer();
+      } catch (err) {
+        // A callback's exception must not stop the wheel or reach the process.
+        reportInternalError("timer callback", err);
+      }
+    }
+    due.length = 0;
   }
 
   /** Cancels nothing but stops the interval; it restarts with the next schedule. */
   stop(): void {
     if (this.#interval !== undefined) clearInterval(this.#interval);
     this.#interval = undefined;
+    this.#referenced = false;
   }
 
   #start(): void {
@@ -142,7 +187,8 @@ export class TimerWheel {
       this.advance();
       if (this.#size === 0 && ++this.#idle >= IDLE_TICKS) this.stop();
     }, this.#tick);
-    this.#interval.unref?.();
+    this.#referenced = this.#size > 0;
+    if (!this.#referenced) this.#interval.unref?.();
   }
 }
 

@@ -79,8 +79,13 @@ export interface RoutedEndpoint {
 
 /** The endpoints a call may not use again, and a cluster it would rather avoid. */
 export interface PickConstraints {
-  /** Endpoints already tried by this call (Envoy's previous_hosts). */
-  readonly exclude?: readonly Endpoint[] | undefined;
+  /**
+   * Ids of endpoints already tried by this call (Envoy's previous_hosts):
+   * avoided, but picked again when nothing else is available, unless `hard`.
+   */
+  readonly exclude?: readonly string[] | undefined;
+  /** Never return an excluded endpoint (a hedge to the same host is pointless). */
+  readonly hard?: boolean | undefined;
   /** After a connection failure: prefer any other cluster over this one. */
   readonly avoidCluster?: string | undefined;
   /** After connection failures in several clusters: prefer any cluster not listed. */
@@ -263,13 +268,20 @@ export class Balancer {
     // A retry: a few ordinary picks usually find an allowed endpoint in O(1).
     for (let i = 0; i < 4; i++) {
       const e = this.#pickOnce(plans);
-      if (e !== undefined && !avoid?.includes(e.cluster) && !exclude?.includes(e) && this.#fits(e)) return e;
+      if (e !== undefined && !avoid?.includes(e.cluster) && !exclude?.includes(e.id) && this.#fits(e))
+        return e;
     }
     if (avoid !== undefined) {
       const other = this.#scan(plans, exclude, avoid);
       if (other !== undefined) return other;
     }
-    return this.#scan(plans, exclude, undefined);
+    const any = this.#scan(plans, exclude, undefined);
+    if (any !== undefined || exclude === undefined || constraints?.hard === true) return any;
+    // Only endpoints already tried are left: the same one again (Envoy's previous_hosts falls back too).
+    return (
+      (avoid !== undefined ? this.#scan(plans, undefined, avoid) : undefined) ??
+      this.#scan(plans, undefined, undefined)
+    );
   }
 
   /** The health record the transport reports to for an endpoint. */
@@ -406,7 +418,7 @@ export class Balancer {
   /** The slow path: every allowed endpoint, tiers in rank order, weighted random among them. */
   #scan(
     plans: readonly Plan[],
-    exclude: readonly Endpoint[] | undefined,
+    exclude: readonly string[] | undefined,
     avoid: readonly string[] | undefined,
   ): Endpoint | undefined {
     let full = false;
@@ -416,7 +428,7 @@ export class Balancer {
       let total = 0;
       for (const g of p.groups) {
         for (const e of g.endpoints) {
-          if (avoid?.includes(e.cluster) || exclude?.includes(e)) continue;
+          if (avoid?.includes(e.cluster) || exclude?.includes(e.id)) continue;
           if (!this.#fits(e)) {
             full = true;
             continue;
@@ -438,7 +450,7 @@ export class Balancer {
       if (p.load > 0) continue;
       for (const g of p.groups) {
         for (const e of g.endpoints) {
-          if (avoid?.includes(e.cluster) || exclude?.includes(e)) continue;
+          if (avoid?.includes(e.cluster) || exclude?.includes(e.id)) continue;
           if (this.#fits(e)) return e;
           full = true;
         }

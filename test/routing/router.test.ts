@@ -382,12 +382,17 @@ describe("Balancer", () => {
     const w = west(2);
     const { balancer } = setup([...h, ...w]);
     for (let i = 0; i < 50; i++) {
-      expect(balancer.pick({ exclude: [h[0]!] })!.id).toBe(h[1]!.id);
-      expect(balancer.pick({ exclude: [h[0]!], avoidCluster: "home" })!.cluster).toBe("west");
+      expect(balancer.pick({ exclude: [h[0]!.id] })!.id).toBe(h[1]!.id);
+      expect(balancer.pick({ exclude: [h[0]!.id], avoidCluster: "home" })!.cluster).toBe("west");
     }
-    expect(balancer.pick({ exclude: [...h, ...w] })).toBeUndefined();
+    const all = [...h, ...w].map((e) => e.id);
+    expect(balancer.pick({ exclude: all, hard: true })).toBeUndefined();
+    // Soft exclusion: with every endpoint tried, one is picked again.
+    expect(all).toContain(balancer.pick({ exclude: all })!.id);
     // With no other cluster left, the avoided one is still used.
-    expect(balancer.pick({ exclude: [...w, h[0]!], avoidCluster: "home" })!.id).toBe(h[1]!.id);
+    expect(balancer.pick({ exclude: [...w, h[0]!].map((e) => e.id), avoidCluster: "home" })!.id).toBe(
+      h[1]!.id,
+    );
   });
 
   it("skips endpoints at their request limit and reports saturation when all are full", () => {

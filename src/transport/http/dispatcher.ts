@@ -28,11 +28,19 @@ import { type HttpRoutes, RouteTable } from "./routes.js";
 /** Options of {@link MeshDispatcher}. */
 export interface MeshDispatcherOptions {
   /**
-   * Where requests go: every request to a host that is not a mesh name, as
-   * it came, and each attempt of a mesh call. Default a new undici `Agent`.
-   * The dispatcher's `close()` and `destroy()` close and destroy it.
+   * Where each attempt of a mesh call goes (one pool per endpoint). Default
+   * a new undici `Agent`. The dispatcher's `close()` and `destroy()` close
+   * and destroy it.
    */
   agent?: Dispatcher;
+  /**
+   * Where every request to a host that is not a mesh name goes, as it came.
+   * Default `agent`. Kept apart from `agent` so that closing the mesh (its
+   * pools) leaves every other host working for an application whose global
+   * dispatcher this is. The dispatcher's `close()` and `destroy()` close and
+   * destroy it too.
+   */
+  passthrough?: Dispatcher;
   /** Treat a short `svc.ns` host as a mesh name even when no backend claims it (`mesh.fetch`). */
   explicit?: boolean;
 }
@@ -63,6 +71,7 @@ const AGENT_EVENTS = ["connect", "disconnect", "connectionError", "drain"] as co
  */
 export class MeshDispatcher extends Dispatcher {
   readonly #agent: Dispatcher;
+  readonly #passthrough: Dispatcher;
   readonly #table: RouteTable;
   readonly #site: CallSite;
 
@@ -71,23 +80,32 @@ export class MeshDispatcher extends Dispatcher {
     super();
     const agent = options.agent ?? new Agent();
     this.#agent = agent;
+    this.#passthrough = options.passthrough ?? agent;
     this.#table = new RouteTable(routes, options.explicit ?? false);
     this.#site = { routes, dispatch: agent.dispatch.bind(agent) };
-    for (const event of AGENT_EVENTS) {
-      agent.on(event as "connect", (origin: URL, targets: readonly Dispatcher[], err?: unknown) => {
-        (this.emit as (event: string, ...args: unknown[]) => boolean)(event, origin, [this, ...targets], err);
-      });
+    const dispatchers = this.#passthrough === agent ? [agent] : [agent, this.#passthrough];
+    for (const d of dispatchers) {
+      for (const event of AGENT_EVENTS) {
+        d.on(event as "connect", (origin: URL, targets: readonly Dispatcher[], err?: unknown) => {
+          (this.emit as (event: string, ...args: unknown[]) => boolean)(
+            event,
+            origin,
+            [this, ...targets],
+            err,
+          );
+        });
+      }
     }
   }
 
-  /** True once `close()` was called (the agent's state). */
+  /** True once `close()` was called (the pass-through agent's state). */
   get closed(): boolean {
-    return (this.#agent as { closed?: boolean }).closed === true;
+    return (this.#passthrough as { closed?: boolean }).closed === true;
   }
 
-  /** True once `destroy()` was called or `close()` finished (the agent's state). */
+  /** True once `destroy()` was called or `close()` finished (the pass-through agent's state). */
   get destroyed(): boolean {
-    return (this.#agent as { destroyed?: boolean }).destroyed === true;
+    return (this.#passthrough as { destroyed?: boolean }).destroyed === true;
   }
 
   /**
@@ -97,7 +115,7 @@ export class MeshDispatcher extends Dispatcher {
    */
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const route = this.#table.get(opts?.origin);
-    if (route === null) return this.#agent.dispatch(opts, handler);
+    if (route === null) return this.#passthrough.dispatch(opts, handler);
     if (handler === null || typeof handler !== "object") {
       throw new errors.InvalidArgumentError("handler must be an object");
     }
@@ -112,21 +130,31 @@ export class MeshDispatcher extends Dispatcher {
     return true;
   }
 
-  /** Closes the agent once requests in flight end. */
+  /** Closes the agents once requests in flight end. */
   override close(): Promise<void>;
   override close(callback: () => void): void;
   override close(callback?: () => void): Promise<void> | void {
-    return callback === undefined ? this.#agent.close() : this.#agent.close(callback);
+    const done = this.#both((d) => d.close());
+    if (callback === undefined) return done;
+    void done.then(callback, callback);
   }
 
-  /** Destroys the agent: requests in flight fail with `err`. */
+  /** Destroys the agents: requests in flight fail with `err`. */
   override destroy(): Promise<void>;
   override destroy(err: Error | null): Promise<void>;
   override destroy(callback: () => void): void;
   override destroy(err: Error | null, callback: () => void): void;
   override destroy(errOrCallback?: Error | null | (() => void), callback?: () => void): Promise<void> | void {
-    if (typeof errOrCallback === "function") return this.#agent.destroy(errOrCallback);
-    if (callback !== undefined) return this.#agent.destroy(errOrCallback ?? null, callback);
-    return this.#agent.destroy(errOrCallback ?? null);
+    const cb = typeof errOrCallback === "function" ? errOrCallback : callback;
+    const err = typeof errOrCallback === "function" ? null : (errOrCallback ?? null);
+    const done = this.#both((d) => d.destroy(err));
+    if (cb === undefined) return done;
+    void done.then(cb, cb);
+  }
+
+  async #both(op: (d: Dispatcher) => Promise<void>): Promise<void> {
+    const pending = [op(this.#agent)];
+    if (this.#passthrough !== this.#agent) pending.push(op(this.#passthrough));
+    await Promise.all(pending);
   }
 }

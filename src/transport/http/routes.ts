@@ -9,9 +9,11 @@
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { hostPort } from "../../discovery/endpoint.js";
 import { type ServiceName, tryParseServiceName } from "../../discovery/names.js";
+import type { ServiceRoute } from "../../resilience/engine.js";
 import type { CallPolicy, ServiceCallState } from "../../resilience/policy.js";
 import { sharedTimerWheel, type TimerWheel } from "../../resilience/timer.js";
 import type { Balancer } from "../../routing/router.js";
+import type { Connector } from "../connector.js";
 
 /** What the HTTP transport needs from the mesh. The façade implements it. */
 export interface HttpRoutes {
@@ -28,10 +30,12 @@ export interface HttpRoutes {
   readonly closed: boolean;
   /** The timer wheel for deadlines, back-off and hedging; default the process-wide one. */
   readonly timers?: TimerWheel | undefined;
+  /** The connector that opens the attempts' connections: it knows each origin's endpoint and connection age. */
+  readonly connections?: Connector | undefined;
 }
 
 /** One origin that is a mesh name, resolved once and reused by every call to it. */
-export class Route {
+export class Route implements ServiceRoute {
   /** The service. */
   readonly name: ServiceName;
   /** Its balancer. */
@@ -55,8 +59,10 @@ export class Route {
    * dropped here too.
    */
   readonly #origins = new WeakMap<Endpoint, string>();
+  readonly #connector: Connector | undefined;
 
   constructor(name: ServiceName, balancer: Balancer, routes: HttpRoutes, url: URL) {
+    this.#connector = routes.connections;
     this.name = name;
     this.balancer = balancer;
     this.state = routes.policy.service(name.key, name.id);
@@ -73,6 +79,7 @@ export class Route {
     if (origin === undefined) {
       origin = `${this.protocol}//${hostPort(endpoint.address, endpoint.port)}`;
       this.#origins.set(endpoint, origin);
+      this.#connector?.register(origin, endpoint);
     }
     return origin;
   }
@@ -98,8 +105,13 @@ export class RouteTable {
   /** The route of a request's origin, or null when the origin is not a mesh name. */
   get(o: string | URL | undefined): Route | null {
     const origin = typeof o === "string" ? o : o === undefined ? "" : o.origin;
-    if (origin === this.#lastOrigin && origin !== "") return this.#lastRoute;
+    if (origin === this.#lastOrigin && origin !== "") {
+      const last = this.#lastRoute;
+      if (last === null || !last.balancer.watch.closed) return last;
+    }
     let route = this.#cache.get(origin);
+    // A route of a forgotten service: look the name up again.
+    if (route != null && route.balancer.watch.closed) route = undefined;
     if (route === undefined) {
       route = this.#lookup(origin);
       // A short name that no backend claims yet may be claimed later: do not cache the miss.

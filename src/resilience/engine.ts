@@ -1,0 +1,695 @@
+/**
+ * The call engine: what happens between "call this service" and "here is
+ * the response", whatever the protocol. It admits the call (bulkhead,
+ * budget), waits for discovery under the call's deadline, picks endpoints
+ * through the router, starts attempts, keeps each attempt's per-try timeout
+ * and the call's deadline on the shared timer wheel, decides retries
+ * (targets, back-off, `Retry-After`, budget) and hedges, reports every
+ * outcome to health, and ends the call once.
+ *
+ * A transport only adapts. It subclasses {@link EngineCall} (to create and
+ * dispatch an attempt on the endpoint the engine hands it, and to deliver
+ * the start, the response and the error to its caller) and
+ * {@link EngineAttempt} (one request on the wire), and reports back what
+ * happened to each attempt: it started writing, it could not connect, it
+ * failed before or after writing, a response status arrived, the response
+ * ended. HTTP and gRPC drive the same engine, so a retry, a budget or a
+ * deadline means the same thing on both.
+ *
+ * Subclassing rather than composing keeps the per-call cost to one call
+ * object and one attempt object: meshlink sits on every call.
+ *
+ * @module
+ */
+
+import type { Endpoint } from "../discovery/endpoint.js";
+import type { ServiceName } from "../discovery/names.js";
+import {
+  type AttemptRecord,
+  BulkheadFullError,
+  DeadlineExceededError,
+  MeshClosedError,
+  NoHealthyEndpointError,
+  RequestFailedError,
+  ServiceNotFoundError,
+} from "../errors.js";
+import type { EndpointHealth } from "../routing/health.js";
+import type { Balancer } from "../routing/router.js";
+import type { CallPolicy, FailureKind, ServiceCallState } from "./policy.js";
+import { TimerEntry, type TimerWheel } from "./timer.js";
+
+/** One service as calls to it see it: its name, balancer, call state and timer wheel. */
+export interface ServiceRoute {
+  /** The service. */
+  readonly name: ServiceName;
+  /** Its balancer. */
+  readonly balancer: Balancer;
+  /** Its call state (budgets, calls in flight). */
+  readonly state: ServiceCallState;
+  /** The wheel for per-try timeouts, deadlines, back-off and hedge delays. */
+  readonly timers: TimerWheel;
+}
+
+/** Per-call settings a transport reads from its request (and the policy's defaults). */
+export interface CallSettings {
+  /** The request may be sent again after its bytes reached the wire (idempotent, or marked retryable). */
+  readonly retryable: boolean;
+  /** Hedge delay (ms or `p95`), or undefined for no hedging. */
+  readonly hedge: number | "p95" | undefined;
+  /** The call's deadline in ms from dispatch; `Infinity` for none. */
+  readonly deadlineMs: number;
+  /** The per-try timeout in ms (connecting included). */
+  readonly perTryTimeout: number;
+}
+
+/** An attempt's per-try timeout passed: before it could start writing (`connect`), or before its response. */
+export class PerTryTimeoutError extends Error {
+  /** `MESHLINK_ATTEMPT_TIMEOUT`. */
+  readonly code = "MESHLINK_ATTEMPT_TIMEOUT";
+  /** True when the request had started; false when it was still connecting. */
+  readonly started: boolean;
+
+  /** @internal */
+  constructor(ms: number, started: boolean) {
+    super(
+      started
+        ? `no response within the per-try timeout of ${ms} ms`
+        : `could not connect within the per-try timeout of ${ms} ms`,
+    );
+    this.name = "PerTryTimeoutError";
+    this.started = started;
+  }
+}
+
+/** The reason a hedge race's loser is cancelled with. */
+export class HedgeLostError extends Error {
+  /** @internal */
+  constructor() {
+    super("another attempt of this call answered first");
+    this.name = "HedgeLostError";
+  }
+}
+
+/** How an attempt's outcome is accounted to its endpoint's health. */
+type Outcome = FailureKind | "status" | "success";
+
+/** The most reused-connection failures one call retries without charging anyone. */
+const MAX_STALE_RETRIES = 2;
+
+/**
+ * One attempt: one request to one endpoint, with its per-try timer on the
+ * shared wheel. A transport subclass bridges its protocol's callbacks to
+ * the `attempt*` methods of its call.
+ */
+export abstract class EngineAttempt extends TimerEntry {
+  /** The transport began sending the request: from here its bytes may be on the wire. */
+  started = false;
+  /** Response headers (or an upgrade) arrived. */
+  responded = false;
+  /** Its outcome was reported to health (or released). */
+  settled = false;
+  /** Still waiting for its response (counted among the call's attempts in flight). */
+  live = true;
+  /** The engine gave up on it; the transport cancels it (at once, or when it starts) and ignores its callbacks. */
+  abandoned: Error | null = null;
+  /** A retryable response being drained before the next attempt. */
+  draining = false;
+  /** Its per-try timeout was cut short by the call's deadline. */
+  deadlineBound = false;
+  /** The per-try timeout in force, ms. */
+  timeoutMs = 0;
+  /** Milliseconds to response headers, once known. */
+  latency = -1;
+
+  constructor(
+    /** The call. */
+    readonly call: EngineCall,
+    /** The endpoint it goes to. */
+    readonly endpoint: Endpoint,
+    /** The endpoint's health record. */
+    readonly health: EndpointHealth,
+    /** When it was launched (engine clock). */
+    readonly startedAt: number,
+  ) {
+    super();
+  }
+
+  /**
+   * Cancels the request: aborts it when it has started; otherwise the
+   * transport aborts it as soon as it starts (it checks {@link abandoned}).
+   */
+  abstract cancel(reason: Error): void;
+
+  /** @internal The per-try timeout passed. */
+  onTimer(): void {
+    this.call.attemptTimedOut(this);
+  }
+}
+
+/** A call's own timer on the shared wheel. */
+class CallTimer extends TimerEntry {
+  constructor(
+    readonly call: EngineCall,
+    readonly kind: 0 | 1 | 2,
+  ) {
+    super();
+  }
+  onTimer(): void {
+    if (this.kind === DEADLINE) this.call.onDeadline();
+    else if (this.kind === RETRY) this.call.onRetryTimer();
+    else this.call.onHedgeTimer();
+  }
+}
+const DEADLINE = 0;
+const RETRY = 1;
+const HEDGE = 2;
+
+/**
+ * One call through the mesh, protocol-neutral. A transport subclass
+ * implements the abstract members and calls {@link EngineCall.start}.
+ */
+export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
+  /** The service route. */
+  protected readonly route: ServiceRoute;
+  /** The call policy. */
+  protected readonly policy: CallPolicy;
+  /** The request may be resent after its bytes reached the wire. */
+  protected retryable = false;
+  /** Hedge delay, or undefined. */
+  protected hedge: number | "p95" | undefined = undefined;
+  /** The deadline in ms from dispatch (`Infinity`: none). */
+  protected deadlineMs = Number.POSITIVE_INFINITY;
+  /** The per-try timeout in ms. */
+  protected perTryTimeout = 0;
+  /** When the deadline passes (engine clock). */
+  protected deadlineAt = Number.POSITIVE_INFINITY;
+  /** Attempts launched. */
+  protected attempts = 0;
+  /** The attempt that won (its response is being delivered). */
+  protected winner: A | undefined;
+  /** The caller's abort reason, once it aborted. */
+  protected abortReason: Error | null = null;
+  /** The call has ended (delivered its end or its error). */
+  protected finished = false;
+  #current: A | undefined;
+  #other: A | undefined;
+  #deadlineTimer: CallTimer | undefined;
+  #retryTimer: CallTimer | undefined;
+  #hedgeTimer: CallTimer | undefined;
+  #retries = 0;
+  #stale = 0;
+  #inflight = 0;
+  /** The first endpoint tried; `#tried` lists every one once there is a second (no array on the common path). */
+  #firstId: string | undefined;
+  #tried: string[] | undefined;
+  #badClusters: string[] | undefined;
+  #records: AttemptRecord[] | undefined;
+  #next: Endpoint | undefined;
+  #nextDelay = 0;
+  #counted = false;
+  #responded = false;
+
+  constructor(route: ServiceRoute, policy: CallPolicy) {
+    this.route = route;
+    this.policy = policy;
+  }
+
+  // What a transport implements.
+
+  /** True once the mesh is closed. */
+  protected abstract get meshClosed(): boolean;
+  /** Creates (does not send) an attempt to `endpoint`. */
+  protected abstract createAttempt(endpoint: Endpoint, health: EndpointHealth, now: number): A;
+  /**
+   * Sends the attempt with this per-try timeout. Must not throw: a failure
+   * is reported through {@link EngineCall.attemptFailed}, possibly before
+   * this returns.
+   */
+  protected abstract dispatchAttempt(attempt: A, timeoutMs: number): void;
+  /** Tells the caller the call started (undici's `onConnect`): its abort acts from now on. */
+  protected abstract deliverStart(): void;
+  /** Tells the caller the call failed. */
+  protected abstract deliverError(err: Error): void;
+  /** True when the request (its body) can be sent again. */
+  protected abstract resendable(): boolean;
+
+  // Observation hooks (telemetry); no-ops by default.
+
+  /** A retry goes to `next` after `from` failed this way. */
+  protected noteRetry(_from: A, _kind: FailureKind | "status", _next: Endpoint): void {}
+  /** A hedge goes to `target`. */
+  protected noteHedge(_target: Endpoint): void {}
+  /** The retry budget said no. */
+  protected noteBudgetExhausted(): void {}
+  /** `attempt` answered: its response is the call's. */
+  protected noteWinner(_attempt: A): void {}
+  /** The call ended: with `err`, or well. */
+  protected noteEnd(_err: Error | undefined): void {}
+
+  /** Every endpoint attempt so far, with why each failed. */
+  protected get records(): readonly AttemptRecord[] {
+    return this.#records ?? [];
+  }
+
+  /** Starts the call: the caller's start, the deadline, then discovery, admission and the first attempt. */
+  start(): void {
+    this.deliverStart();
+    if (this.finished) return;
+    const now = this.policy.now();
+    if (this.deadlineMs !== Number.POSITIVE_INFINITY) {
+      // The deadline holds from dispatch, the wait for discovery included.
+      this.deadlineAt = now + this.deadlineMs;
+      this.#deadlineTimer = new CallTimer(this, DEADLINE);
+      this.route.timers.schedule(this.#deadlineTimer, this.deadlineAt);
+    }
+    const watch = this.route.balancer.watch;
+    watch.used = true;
+    if (watch.isSettled || this.meshClosed) {
+      this.#admit(now);
+      return;
+    }
+    watch.settled().then(
+      () => this.#admit(this.policy.now()),
+      (err: unknown) => this.#fail(err as Error),
+    );
+  }
+
+  #admit(now: number): void {
+    if (this.finished) return;
+    if (this.meshClosed) {
+      this.#fail(new MeshClosedError());
+      return;
+    }
+    const state = this.route.state;
+    if (state.active >= this.policy.maxRequestsPerService) {
+      this.#fail(new BulkheadFullError(this.route.name.key, "service", this.policy.maxRequestsPerService));
+      return;
+    }
+    state.active++;
+    this.#counted = true;
+    state.budget?.deposit();
+    const endpoint = this.route.balancer.pick();
+    if (endpoint === undefined) {
+      this.#fail(this.#noEndpoint());
+      return;
+    }
+    this.#launch(endpoint, now);
+    if (this.hedge !== undefined && !this.finished) this.#armHedge(now);
+  }
+
+  #noEndpoint(): Error {
+    const balancer = this.route.balancer;
+    const key = this.route.name.key;
+    if (balancer.saturated) {
+      return new BulkheadFullError(key, "endpoint", this.policy.maxRequestsPerEndpoint);
+    }
+    const snapshot = balancer.watch.snapshot;
+    if (snapshot.endpoints.length === 0) {
+      // Every backend failed before it ever answered: the discovery error is the reason.
+      const failed = snapshot.sources.find((s) => s.error !== undefined);
+      if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
+      if (snapshot.state === "not-found" || snapshot.state === "pending") {
+        return new ServiceNotFoundError(
+          key,
+          snapshot.sources.map((s) => s.backend),
+        );
+      }
+    }
+    return new NoHealthyEndpointError(key, snapshot.endpoints.length, this.records);
+  }
+
+  #armHedge(now: number): void {
+    const state = this.route.state;
+    state.hedgeBudget.deposit();
+    let delay = this.hedge;
+    if (delay === "p95") delay = state.latency.percentile(0.95);
+    if (delay === undefined) return;
+    this.#hedgeTimer = new CallTimer(this, HEDGE);
+    this.route.timers.schedule(this.#hedgeTimer, now + Math.max(1, delay));
+  }
+
+  #launch(endpoint: Endpoint, now: number): void {
+    const balancer = this.route.balancer;
+    const health = balancer.healthOf(endpoint);
+    const a = this.createAttempt(endpoint, health, now);
+    this.attempts++;
+    this.#inflight++;
+    const current = this.#current;
+    if (current === undefined || !current.live || current.abandoned !== null) this.#current = a;
+    else this.#other = a;
+    balancer.health.start(health);
+    if (this.#firstId === undefined) this.#firstId = endpoint.id;
+    else (this.#tried ??= [this.#firstId]).push(endpoint.id);
+    let timeout = this.perTryTimeout;
+    if (this.deadlineAt !== Number.POSITIVE_INFINITY) {
+      const left = Math.max(1, Math.floor(this.deadlineAt - now));
+      if (left < timeout) {
+        timeout = left;
+        a.deadlineBound = true;
+      }
+    }
+    a.timeoutMs = timeout;
+    this.route.timers.schedule(a, now + timeout);
+    this.dispatchAttempt(a, timeout);
+  }
+
+  /** Every endpoint id this call tried (allocates on the retry and hedge paths only). */
+  #triedIds(): string[] {
+    return (this.#tried ??= this.#firstId === undefined ? [] : [this.#firstId]);
+  }
+
+  /** Accounts an attempt's outcome to its endpoint's health, once. */
+  #settle(a: A, outcome: Outcome, reason: string, latency: number): void {
+    if (a.settled) return;
+    a.settled = true;
+    const tracker = this.route.balancer.health;
+    if (outcome === "success") tracker.success(a.health, latency);
+    else if (outcome === "other") tracker.release(a.health);
+    else if (outcome === "stale") {
+      // A keep-alive connection the server had closed: not the endpoint's fault.
+      tracker.release(a.health);
+      (this.#records ??= []).push({ endpoint: a.endpoint.id, reason });
+    } else {
+      tracker.failure(a.health, reason, latency);
+      (this.#records ??= []).push({ endpoint: a.endpoint.id, reason });
+    }
+  }
+
+  /** The attempt no longer waits for a response. */
+  #drop(a: A): void {
+    if (a.live) {
+      a.live = false;
+      this.#inflight--;
+    }
+  }
+
+  /** Gives up on an attempt: it says nothing about its endpoint; the transport cancels it. */
+  #abandon(a: A, reason: Error): void {
+    if (a.abandoned !== null) return;
+    a.abandoned = reason;
+    a.draining = false;
+    this.route.timers.cancel(a);
+    this.#drop(a);
+    this.#settle(a, "other", "", 0);
+    a.cancel(reason);
+  }
+
+  /** The other attempt of a hedge race, still waiting for its response. */
+  #racing(a: A): boolean {
+    const other = a === this.#current ? this.#other : this.#current;
+    return other !== undefined && other.live && other.abandoned === null;
+  }
+
+  #win(a: A): void {
+    this.winner = a;
+    this.#responded = true;
+    if (this.#hedgeTimer !== undefined) this.route.timers.cancel(this.#hedgeTimer);
+    const loser = a === this.#current ? this.#other : this.#current;
+    if (loser !== undefined && loser !== a && loser.abandoned === null && !loser.settled) {
+      this.#abandon(loser, new HedgeLostError());
+    }
+    this.noteWinner(a);
+  }
+
+  /** The next endpoint for a retry, or undefined when the policy, the body, the budget or the router says no. */
+  #retryTarget(a: A, kind: FailureKind | "status", now: number): Endpoint | undefined {
+    if (this.abortReason !== null || this.finished || this.meshClosed) return undefined;
+    if (kind === "stale") {
+      // The server closed a reused connection as the request went out: resend
+      // what may be resent, without counting it as an attempt or a retry.
+      if (!this.retryable || this.#stale >= MAX_STALE_RETRIES) return undefined;
+    } else if (!this.policy.mayRetry(kind, this.retryable, this.attempts - this.#stale)) {
+      return undefined;
+    }
+    if (now >= this.deadlineAt || !this.resendable()) return undefined;
+    // A connection that failed, broke or went silent points at the network or
+    // the whole cluster as much as at the host: retry in another cluster if possible.
+    if (kind === "connect" || kind === "reset" || kind === "timeout") {
+      const bad = (this.#badClusters ??= []);
+      if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
+    }
+    const next = this.route.balancer.pick({ exclude: this.#triedIds(), avoidClusters: this.#badClusters });
+    if (next === undefined) return undefined;
+    if (kind === "stale") {
+      this.#stale++;
+      return next;
+    }
+    const budget = this.route.state.budget;
+    if (budget !== undefined && !budget.tryWithdraw()) {
+      this.noteBudgetExhausted();
+      return undefined;
+    }
+    return next;
+  }
+
+  /** Sends the retry now, or after `delay` ms on the shared wheel. */
+  #retry(next: Endpoint, delay: number, now: number): void {
+    this.#retries++;
+    if (delay <= 0) {
+      this.#launch(next, now);
+      return;
+    }
+    this.#next = next;
+    this.#retryTimer ??= new CallTimer(this, RETRY);
+    this.route.timers.schedule(this.#retryTimer, now + delay);
+  }
+
+  /** @internal A back-off (or `Retry-After`) ended. */
+  onRetryTimer(): void {
+    const next = this.#next;
+    this.#next = undefined;
+    if (next === undefined || this.finished) return;
+    this.#launch(next, this.policy.now());
+  }
+
+  /** @internal The hedge delay passed. */
+  onHedgeTimer(): void {
+    // Hedge only while the first attempt alone is still waiting, and no retry is pending.
+    if (this.finished || this.winner !== undefined || this.#inflight !== 1 || this.#next !== undefined)
+      return;
+    const budget = this.route.state.hedgeBudget;
+    const target = this.route.balancer.pick({ exclude: this.#triedIds(), hard: true });
+    if (target === undefined || !budget.tryWithdraw()) return;
+    this.noteHedge(target);
+    this.#launch(target, this.policy.now());
+  }
+
+  /** @internal The deadline passed: cancel every attempt and fail the call. */
+  onDeadline(): void {
+    if (this.finished) return;
+    const err = new DeadlineExceededError(this.route.name.key, this.deadlineMs, this.records);
+    this.#abandonAll(err);
+    this.#fail(err);
+  }
+
+  #abandonAll(reason: Error): void {
+    if (this.#current !== undefined) this.#abandon(this.#current, reason);
+    if (this.#other !== undefined) this.#abandon(this.#other, reason);
+  }
+
+  /** Aborts the call for its caller: every attempt is cancelled and the call fails with `reason` at once. */
+  abort(reason: Error): void {
+    if (this.abortReason !== null || this.finished) return;
+    this.abortReason = reason;
+    this.#abandonAll(reason);
+    this.#next = undefined;
+    this.#fail(reason);
+  }
+
+  #fail(err: Error): void {
+    if (!this.#finish()) return;
+    this.noteEnd(err);
+    this.deliverError(err);
+  }
+
+  /** Ends the call's bookkeeping once; false when it had already ended. */
+  #finish(): boolean {
+    if (this.finished) return false;
+    this.finished = true;
+    if (this.#counted) {
+      this.#counted = false;
+      this.route.state.active--;
+    }
+    const timers = this.route.timers;
+    if (this.#deadlineTimer !== undefined) timers.cancel(this.#deadlineTimer);
+    if (this.#retryTimer !== undefined) timers.cancel(this.#retryTimer);
+    if (this.#hedgeTimer !== undefined) timers.cancel(this.#hedgeTimer);
+    return true;
+  }
+
+  // What attempts report.
+
+  /**
+   * @internal The attempt starts writing its request. Returns false when it
+   * must not: the transport then cancels it (the engine already did, when it could).
+   */
+  attemptStarted(a: A): boolean {
+    a.started = true;
+    if (a.abandoned !== null) {
+      a.cancel(a.abandoned);
+      return false;
+    }
+    return true;
+  }
+
+  /** @internal The per-try timeout passed. */
+  attemptTimedOut(a: A): void {
+    if (a.settled || a.responded || a.abandoned !== null || this.finished) return;
+    const err = new PerTryTimeoutError(a.timeoutMs, a.started);
+    // Still connecting: nothing was written, so it is a connect failure (any method may retry).
+    const kind: FailureKind = a.started ? "timeout" : "connect";
+    a.abandoned = err;
+    a.cancel(err);
+    this.#failed(a, err, kind);
+  }
+
+  /**
+   * @internal Response headers arrived with `status`; `retryAfter` is the
+   * parsed `Retry-After` in ms when the status is 429 or 503. Returns true
+   * when the transport delivers this response to the caller, false when it
+   * drains (or drops) it.
+   */
+  attemptResponse(a: A, status: number, retryAfter: number | undefined): boolean {
+    if (a.abandoned !== null || this.finished) return false;
+    a.responded = true;
+    this.route.timers.cancel(a);
+    const policy = this.policy;
+    const now = policy.now();
+    const latency = now - a.startedAt;
+    a.latency = latency;
+    if (policy.isRetryableStatus(status)) {
+      // A 429 says the endpoint is alive: it counts as a success for health.
+      this.#settle(a, policy.isFailureStatus(status) ? "status" : "success", `status ${status}`, latency);
+      if (this.#racing(a)) {
+        // The other attempt of a hedge may still answer well.
+        this.#abandon(a, new HedgeLostError());
+        return false;
+      }
+      if (
+        retryAfter === undefined ||
+        (retryAfter <= policy.maxRetryAfter && now + retryAfter < this.deadlineAt)
+      ) {
+        const next = this.#retryTarget(a, "status", now);
+        if (next !== undefined) {
+          this.noteRetry(a, "status", next);
+          // Drain this response and send the next attempt when it ends: the connection stays reusable.
+          a.draining = true;
+          this.#next = next;
+          this.#nextDelay = Math.max(retryAfter ?? 0, policy.backoff(this.#retries + 1));
+          return false;
+        }
+      }
+    } else {
+      this.route.state.latencyIfAny?.record(latency);
+    }
+    this.#drop(a);
+    this.#win(a);
+    return true;
+  }
+
+  /** @internal An informational (1xx) response: the final one follows on the same attempt. */
+  attemptInformational(a: A): boolean {
+    return a.abandoned === null && !this.finished && !a.draining;
+  }
+
+  /** @internal The connection was upgraded (a 101, or a CONNECT tunnel): the call succeeded. */
+  attemptUpgraded(a: A): boolean {
+    if (a.abandoned !== null || this.finished) return false;
+    a.responded = true;
+    this.route.timers.cancel(a);
+    this.#drop(a);
+    this.#settle(a, "success", "", this.policy.now() - a.startedAt);
+    this.#win(a);
+    this.#finish();
+    this.noteEnd(undefined);
+    return true;
+  }
+
+  /** @internal The response ended. Returns true when the transport delivers the end to the caller. */
+  attemptEnded(a: A): boolean {
+    if (a.abandoned !== null) return false;
+    if (a.draining) {
+      a.draining = false;
+      this.#drop(a);
+      this.#afterDrain();
+      return false;
+    }
+    if (a !== this.winner || this.finished) return false;
+    this.#settle(a, "success", "", a.latency);
+    this.#finish();
+    this.noteEnd(undefined);
+    return true;
+  }
+
+  #afterDrain(): void {
+    const next = this.#next;
+    if (next === undefined || this.finished) return;
+    this.#next = undefined;
+    this.#retry(next, this.#nextDelay, this.policy.now());
+  }
+
+  /**
+   * @internal The attempt failed. `kind` is the transport's reading of the
+   * error; what the attempt had written decides the rest: an attempt that
+   * never started writing failed to connect, whatever the error says, and
+   * one that did may have reached the server.
+   */
+  attemptFailed(a: A, err: Error, kind: FailureKind): void {
+    if (a.abandoned !== null) return;
+    if (a.draining) {
+      // The failure response broke while draining: go on with the retry all the same.
+      a.draining = false;
+      this.#drop(a);
+      this.#afterDrain();
+      return;
+    }
+    this.route.timers.cancel(a);
+    this.#failed(a, err, kind);
+  }
+
+  #failed(a: A, err: Error, kind: FailureKind): void {
+    const reason = (err as { code?: string }).code ?? err.name;
+    if (this.finished) {
+      this.#drop(a);
+      this.#settle(a, "other", "", 0);
+      return;
+    }
+    if (a === this.winner) {
+      // The response had started: it cannot be retried, but a broken or
+      // malformed response is the endpoint's failure all the same.
+      this.#settle(a, kind === "other" ? "other" : kind, reason, -1);
+      this.#fail(
+        kind === "other" ? err : new RequestFailedError(this.route.name.key, this.records, { cause: err }),
+      );
+      return;
+    }
+    this.#drop(a);
+    if (kind !== "other") {
+      if (!a.started) kind = "connect";
+      else if (kind === "connect") kind = "reset";
+    }
+    const now = this.policy.now();
+    const deadlineHit = now >= this.deadlineAt || (a.deadlineBound && kind === "timeout");
+    if (deadlineHit) kind = "other";
+    this.#settle(a, kind, reason, now - a.startedAt);
+    if (deadlineHit) {
+      this.onDeadline();
+      return;
+    }
+    if (this.#racing(a)) return;
+    if (!this.#responded && kind !== "other") {
+      const next = this.#retryTarget(a, kind, now);
+      if (next !== undefined) {
+        this.noteRetry(a, kind, next);
+        // Nothing reached the server after a connect or stale-connection
+        // failure: resend at once (Finagle's requeue); else back off.
+        const delay = kind === "connect" || kind === "stale" ? 0 : this.policy.backoff(this.#retries + 1);
+        this.#retry(next, delay, now);
+        return;
+      }
+      this.#fail(new RequestFailedError(this.route.name.key, this.records, { cause: err }));
+      return;
+    }
+    this.#fail(err);
+  }
+}
