@@ -306,7 +306,11 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     close() {
       closing ??= (async () => {
         await registry.close();
-        await agent.close();
+        // Once the calls in flight end, nothing of the mesh's pools is needed:
+        // destroy them, connections still being made to a dead host included
+        // (closing would wait for their connect timeout).
+        await policy.drained();
+        await agent.destroy();
       })();
       return closing;
     },

@@ -286,6 +286,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
       return;
     }
     state.active++;
+    this.policy.admitted();
     this.#counted = true;
     state.budget?.deposit();
     const endpoint = this.route.balancer.pick();
@@ -509,6 +510,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     if (this.#counted) {
       this.#counted = false;
       this.route.state.active--;
+      this.policy.ended();
     }
     const timers = this.route.timers;
     if (this.#deadlineTimer !== undefined) timers.cancel(this.#deadlineTimer);

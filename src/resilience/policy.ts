@@ -240,6 +240,8 @@ export class CallPolicy {
   readonly #random: () => number;
   readonly #hedged: Set<string>;
   readonly #services = new Map<string, ServiceCallState>();
+  #inFlight = 0;
+  #drained: (() => void)[] | undefined;
 
   constructor(options: CallPolicyOptions = {}) {
     this.attempts = options.attempts ?? 2;
@@ -283,6 +285,31 @@ export class CallPolicy {
     if (kind === "connect") return true;
     if (kind === "other") return false;
     return idempotent;
+  }
+
+  /** @internal A call was admitted. */
+  admitted(): void {
+    this.#inFlight++;
+  }
+
+  /** @internal An admitted call ended. */
+  ended(): void {
+    if (--this.#inFlight === 0 && this.#drained !== undefined) {
+      const waiters = this.#drained;
+      this.#drained = undefined;
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Calls in flight, every service together. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Resolves once no call is in flight. */
+  drained(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.#drained ??= []).push(resolve));
   }
 
   /** The state of a service's calls, if it has any. */

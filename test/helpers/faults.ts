@@ -79,3 +79,57 @@ export function flap(
   };
   return state;
 }
+
+/**
+ * A listener that never accepts (a host whose accept queue is full): TCP
+ * connects to it hang, as to a host that drops SYNs. Node's own servers
+ * always accept, so a python3 process holds the listening socket with a
+ * backlog of 0 and the helper fills the queue.
+ */
+export interface Unaccepting {
+  readonly address: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Starts a never-accepting listener on `address` (any port). Needs python3. */
+export async function startUnaccepting(address: string): Promise<Unaccepting> {
+  const { spawn } = await import("node:child_process");
+  const net = await import("node:net");
+  const child = spawn(
+    "python3",
+    [
+      "-c",
+      [
+        "import socket, sys",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
+        `s.bind((${JSON.stringify(address)}, 0))`,
+        "s.listen(0)",
+        "print(s.getsockname()[1], flush=True)",
+        "sys.stdin.read()",
+      ].join("\n"),
+    ],
+    { stdio: ["pipe", "pipe", "inherit"] },
+  );
+  const [line] = (await once(child.stdout!, "data")) as [Buffer];
+  const port = Number(line.toString().trim());
+  // Fill the accept queue: later SYNs are dropped and their connects hang.
+  const fillers: Socket[] = [];
+  for (let i = 0; i < 3; i++) {
+    const s = net.connect({ host: address, port });
+    s.on("error", () => {});
+    fillers.push(s);
+  }
+  await Promise.all(fillers.slice(0, 1).map((s) => once(s, "connect")));
+  return {
+    address,
+    port,
+    async close() {
+      for (const s of fillers) s.destroy();
+      const exited = once(child, "exit");
+      child.stdin!.end();
+      child.kill();
+      await exited;
+    },
+  };
+}

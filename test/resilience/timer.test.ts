@@ -101,3 +101,87 @@ describe("TimerWheel", () => {
     expect(log).toEqual(["late"]);
   });
 });
+
+describe("TimerWheel callbacks", () => {
+  it("lets a callback cancel the next entry of the same slot: it does not fire, and the rest of the slot does", () => {
+    const { clock, wheel: w } = wheel();
+    const log: string[] = [];
+    const c = new Recorder("c", log);
+    const b = new Recorder("b", log);
+    // Scheduled last, `a` heads the slot's list and fires first.
+    const a = new (class extends Recorder {
+      override onTimer(): void {
+        super.onTimer();
+        w.cancel(b);
+      }
+    })("a", log);
+    w.schedule(c, 7);
+    w.schedule(b, 7);
+    w.schedule(a, 7);
+    clock.set(10);
+    w.advance();
+    expect(log).toEqual(["a", "c"]);
+    expect(w.size).toBe(0);
+  });
+
+  it("lets a callback reschedule an entry of the same slot for later", () => {
+    const { clock, wheel: w } = wheel();
+    const log: string[] = [];
+    const b = new Recorder("b", log);
+    const a = new (class extends Recorder {
+      override onTimer(): void {
+        super.onTimer();
+        w.schedule(b, 22);
+      }
+    })("a", log);
+    w.schedule(b, 7);
+    w.schedule(a, 7);
+    clock.set(10);
+    w.advance();
+    expect(log).toEqual(["a"]);
+    clock.set(25);
+    w.advance();
+    expect(log).toEqual(["a", "b"]);
+  });
+
+  it("reports a throwing callback on meshlink:error and fires the others", async () => {
+    const { subscribe, unsubscribe } = await import("node:diagnostics_channel");
+    const { clock, wheel: w } = wheel();
+    const log: string[] = [];
+    const seen: unknown[] = [];
+    const listener = (m: unknown) => seen.push(m);
+    subscribe("meshlink:error", listener);
+    try {
+      w.schedule(new Recorder("after", log), 7);
+      w.schedule(
+        new (class extends TimerEntry {
+          onTimer(): void {
+            throw new Error("boom");
+          }
+        })(),
+        7,
+      );
+      clock.set(10);
+      expect(() => w.advance()).not.toThrow();
+      expect(log).toEqual(["after"]);
+      expect(seen).toEqual([{ where: "timer callback", error: new Error("boom") }]);
+    } finally {
+      unsubscribe("meshlink:error", listener);
+    }
+  });
+
+  it("holds the process only while something is scheduled", async () => {
+    const w = new TimerWheel({ tick: 5 });
+    const entry = new Recorder("x", []);
+    const active = () =>
+      (process as unknown as { getActiveResourcesInfo(): string[] })
+        .getActiveResourcesInfo()
+        .filter((r) => r === "Timeout").length;
+    const idle = active();
+    w.schedule(entry, w.now() + 60_000);
+    expect(active()).toBe(idle + 1);
+    w.cancel(entry);
+    expect(active()).toBe(idle);
+    w.stop();
+  });
+});
