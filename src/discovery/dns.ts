@@ -200,11 +200,19 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
           }
           leased.push(cluster);
           const plan = dnsQueryPlan(service, cluster.domain, settings.protocol, settings.defaultPort);
-          void refreshCluster(ctx, state, client, plan);
+          // The loop records every failure in its state; this guard only
+          // keeps an unforeseen throw from becoming an unhandled rejection.
+          refreshCluster(ctx, state, client, plan).catch((err: unknown) => {
+            state.status = "failed";
+            state.error = new DnsQueryError("EUNKNOWN", `refresh loop: ${(err as Error)?.message}`, {
+              cause: err,
+            });
+            wakeUp();
+          });
         }
         // Only an A/AAAA answer says whether the service exists; an SRV
         // NXDOMAIN may only mean that the port name does not.
-        const decidesClaim = dnsQueryPlan(service, "", settings.protocol, 0).type === "address";
+        const decidesClaim = service.kind !== "consul" && service.portName === undefined;
         let lastKey: string | undefined;
         let lastFailure = "";
         while (!stop.signal.aborted) {

@@ -668,11 +668,16 @@ describe("dnsDiscovery", () => {
       await nope.next();
       expect(b.claims?.(parseServiceName("web.default", 443))).toBe(true);
       expect(b.claims?.(parseServiceName("nope.default", 8080))).toBe(false);
-      // The claim outlives the watch (a forgotten service is still a mesh name)...
+      // The claim outlives the watch (a forgotten service is still a mesh name).
       w.abort.abort();
       nope.abort.abort();
       expect(b.claims?.(web)).toBe(true);
-      // ...until every cluster says the name is gone.
+      // An unknown port name (SRV NXDOMAIN) says nothing about the service...
+      const port = watch(b, "web.default", "nope");
+      expect((await port.next()).kind).toBe("not-found");
+      port.abort.abort();
+      expect(b.claims?.(web)).toBe(true);
+      // ...but every cluster saying the name is gone does.
       dns.delete("west", `A ${WEB}`);
       const again = watch(b);
       expect((await again.next()).kind).toBe("not-found");
