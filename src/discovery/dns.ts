@@ -81,6 +81,40 @@ export interface DnsBackend extends DiscoveryBackend {
   stats(): DnsBackendStats;
 }
 
+/**
+ * Calls each registered function when its signal aborts, with one listener
+ * per signal however many watches share it (a caller may hand every watch
+ * the same signal: one listener each would pass Node's limit of 10 and warn).
+ */
+class AbortFanout {
+  readonly #bySignal = new Map<
+    AbortSignal,
+    { readonly listener: () => void; readonly ends: Set<() => void> }
+  >();
+
+  add(signal: AbortSignal, end: () => void): void {
+    let entry = this.#bySignal.get(signal);
+    if (entry === undefined) {
+      const ends = new Set<() => void>();
+      const listener = () => {
+        this.#bySignal.delete(signal);
+        for (const e of [...ends]) e();
+      };
+      entry = { listener, ends };
+      this.#bySignal.set(signal, entry);
+      signal.addEventListener("abort", listener, { once: true });
+    }
+    entry.ends.add(end);
+  }
+
+  delete(signal: AbortSignal, end: () => void): void {
+    const entry = this.#bySignal.get(signal);
+    if (entry === undefined || !entry.ends.delete(end) || entry.ends.size > 0) return;
+    this.#bySignal.delete(signal);
+    signal.removeEventListener("abort", entry.listener);
+  }
+}
+
 function defaultTransport(options: DnsTransportOptions & { tcp: boolean }): DnsTransport {
   return options.tcp ? tcpTransport(options) : nativeTransport(options);
 }
@@ -111,6 +145,7 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
     }),
   );
   const counters = { timers: 0, lookups: 0 };
+  const aborts = new AbortFanout();
   /** Each running watch's end(); close() calls them (no listener on a shared signal per watch). */
   const sessions = new Set<() => void>();
   /** Names some cluster answered with records, oldest first. */
@@ -147,12 +182,12 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
       // further: lookups, timers and clients are released at once.
       const end = () => {
         if (!sessions.delete(end)) return;
-        signal.removeEventListener("abort", end);
+        aborts.delete(signal, end);
         stop.abort();
         for (const cluster of leased.splice(0)) pool.release(cluster);
       };
       sessions.add(end);
-      signal.addEventListener("abort", end, { once: true });
+      aborts.add(signal, end);
 
       let dirty = false;
       let wake: (() => void) | undefined;

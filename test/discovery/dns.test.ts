@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { DiscoveryUpdate } from "../../src/discovery/discovery.js";
 import {
@@ -654,6 +655,35 @@ describe("dnsDiscovery", () => {
       const asked = dns.log.length;
       await vi.advanceTimersByTimeAsync(60_000);
       expect(dns.log.length).toBe(asked);
+    });
+
+    it("listens once on a signal that many watches share, and lets go of it when they end", async () => {
+      const b = backend();
+      const shared = new AbortController();
+      for (let i = 0; i < 20; i++) {
+        void b
+          .watch(parseServiceName(`name-${i}.default`, 8080), { signal: shared.signal })
+          [Symbol.asyncIterator]()
+          .next();
+      }
+      await vi.advanceTimersByTimeAsync(0);
+      expect(b.stats().watches).toBe(20);
+      expect(getEventListeners(shared.signal, "abort")).toHaveLength(1);
+      await b.close?.();
+      expect(b.stats().watches).toBe(0);
+      expect(getEventListeners(shared.signal, "abort")).toHaveLength(0);
+
+      const other = backend();
+      const again = new AbortController();
+      for (let i = 0; i < 20; i++) {
+        void other
+          .watch(parseServiceName(`name-${i}.default`, 8080), { signal: again.signal })
+          [Symbol.asyncIterator]()
+          .next();
+      }
+      await vi.advanceTimersByTimeAsync(0);
+      again.abort();
+      expect(other.stats()).toMatchObject({ watches: 0, clients: 0, timers: 0 });
     });
 
     it("claims a short name only once a cluster has answered it with records", async () => {
