@@ -7,7 +7,9 @@
  * us-east-1 then:
  *
  *   1. resolves the service through both clusters' DNS (A records, then SRV
- *      records with their priorities and weights);
+ *      records with their priorities and weights) — the west cluster over
+ *      TCP, on one connection to its server shared by every lookup, with
+ *      the SRV targets' addresses taken from the answer itself;
  *   2. calls it with mesh.fetch: the calls stay in its own region;
  *   3. loses the east cluster's DNS server: the east endpoints are kept
  *      (last-known-good, marked stale) and calls keep working;

@@ -50,20 +50,23 @@ function response(opts: {
   question?: { name: string; type: number } | null;
   answers?: Buffer[];
   authority?: Buffer[];
+  additional?: Buffer[];
 }): Buffer {
   const q = opts.question === undefined ? { name: "web.default.svc.cluster.local", type: 1 } : opts.question;
   const answers = opts.answers ?? [];
   const authority = opts.authority ?? [];
+  const additional = opts.additional ?? [];
   return Buffer.concat([
     u16(opts.id ?? 0x1234),
     u16((opts.flags ?? 0x8180) | (opts.rcode ?? 0)),
     u16(q ? 1 : 0),
     u16(answers.length),
     u16(authority.length),
-    u16(0),
+    u16(additional.length),
     ...(q ? [name(q.name), u16(q.type), u16(1)] : []),
     ...answers,
     ...authority,
+    ...additional,
   ]);
 }
 
@@ -313,9 +316,46 @@ describe("readName", () => {
 });
 
 describe("parseMessage", () => {
-  it("ignores the additional section", () => {
+  it("drops a malformed additional section and keeps the rest of the message", () => {
     const buf = Buffer.concat([response({}), Buffer.from("trailing garbage")]);
     buf.writeUInt16BE(1, 10);
-    expect(parseMessage(buf).answers).toEqual([]);
+    const message = parseMessage(buf);
+    expect(message.answers).toEqual([]);
+    expect(message.additional).toEqual([]);
+  });
+});
+
+describe("readAnswer with an additional section", () => {
+  const srvName = `_http._tcp.${WEB}`;
+  const srv = (target: string, port: number) =>
+    rr({ name: srvName, type: 33, data: Buffer.concat([u16(10), u16(1), u16(port), name(target)]) });
+  const aaaa = Buffer.from("fd000000000000000000000000000001", "hex");
+
+  it("hands each SRV target its A and AAAA records from the additional section", () => {
+    const buf = response({
+      question: { name: srvName, type: 33 },
+      answers: [srv(`pod-a.${WEB}`, 80), srv(`pod-b.${WEB}`, 81)],
+      additional: [
+        rr({ name: `pod-a.${WEB}`, type: 1, ttl: 7, data: A("10.0.0.1") }),
+        rr({ name: `POD-A.${WEB}`, type: 28, ttl: 9, data: aaaa }),
+        rr({ name: `other.${WEB}`, type: 1, data: A("10.9.9.9") }),
+        // An EDNS OPT record: not an address.
+        Buffer.concat([Buffer.from([0]), u16(41), u16(1232), u32(0), u16(0)]),
+      ],
+    });
+    expect(readAnswer(buf, 0x1234, srvName, "SRV")).toEqual([
+      {
+        priority: 10,
+        weight: 1,
+        port: 80,
+        target: `pod-a.${WEB}`,
+        ttl: 30,
+        addresses: [
+          { address: "10.0.0.1", ttl: 7 },
+          { address: "fd00::1", ttl: 9 },
+        ],
+      },
+      { priority: 10, weight: 1, port: 81, target: `pod-b.${WEB}`, ttl: 30, addresses: undefined },
+    ]);
   });
 });

@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { DiscoveryUpdate } from "../../src/discovery/discovery.js";
 import {
@@ -33,12 +34,16 @@ class FakeDns {
   readonly log: { cluster: string; query: string; at: number }[] = [];
   readonly cancelled: string[] = [];
   readonly #held = new Map<string, Set<Waiter>>();
+  readonly #holds = new Map<string, (query: string) => boolean>();
 
-  hold(cluster: string): () => void {
+  /** Holds the cluster's lookups (those `which` picks) until released. */
+  hold(cluster: string, which: (query: string) => boolean = () => true): () => void {
     const waiters = new Set<Waiter>();
     this.#held.set(cluster, waiters);
+    this.#holds.set(cluster, which);
     return () => {
       this.#held.delete(cluster);
+      this.#holds.delete(cluster);
       for (const w of waiters) w.resolve();
     };
   }
@@ -57,33 +62,47 @@ class FakeDns {
     return this.log.filter((l) => l.cluster === cluster && l.query === query).length;
   }
 
+  /** Clients built, per cluster. */
+  readonly created: string[] = [];
+  /** Clients closed, per cluster. */
+  readonly closed: string[] = [];
+
   transport: NonNullable<DnsDependencies["transport"]> = ({ cluster }) => {
+    this.created.push(cluster);
     const lookup = (query: string) => {
       const answer = this.tables.get(cluster)?.get(query) ?? new DnsQueryError("ENOTFOUND", query);
       return answer instanceof DnsQueryError ? Promise.reject(answer) : Promise.resolve(answer);
     };
-    const ask = (query: string) => {
+    const ask = (query: string, signal: AbortSignal | undefined) => {
+      if (signal?.aborted) return Promise.reject(new DnsQueryError("ECANCELLED", query));
       this.log.push({ cluster, query, at: Date.now() });
       const held = this.#held.get(cluster);
-      if (held === undefined) return lookup(query);
+      if (held === undefined || !this.#holds.get(cluster)!(query)) return lookup(query);
       return new Promise<Answer>((resolve, reject) => {
+        const onAbort = () => w.reject(new DnsQueryError("ECANCELLED", query));
         const w: Waiter = {
-          resolve: () => lookup(query).then(resolve, reject),
+          resolve: () => {
+            signal?.removeEventListener("abort", onAbort);
+            lookup(query).then(resolve, reject);
+          },
           reject: (err) => {
             held.delete(w);
+            signal?.removeEventListener("abort", onAbort);
+            this.cancelled.push(cluster);
             reject(err);
           },
         };
         held.add(w);
+        signal?.addEventListener("abort", onAbort, { once: true });
       });
     };
     const t: DnsTransport = {
-      a: (name) => ask(`A ${name}`) as Promise<AddressRecord[]>,
-      aaaa: (name) => ask(`AAAA ${name}`) as Promise<AddressRecord[]>,
-      srv: (name) => ask(`SRV ${name}`) as Promise<SrvRecord[]>,
-      cancel: () => {
-        this.cancelled.push(cluster);
-        for (const w of this.#held.get(cluster) ?? []) w.reject(new DnsQueryError("ECANCELLED", "cancelled"));
+      a: (name, signal) => ask(`A ${name}`, signal) as Promise<AddressRecord[]>,
+      aaaa: (name, signal) => ask(`AAAA ${name}`, signal) as Promise<AddressRecord[]>,
+      srv: (name, signal) => ask(`SRV ${name}`, signal) as Promise<SrvRecord[]>,
+      close: () => {
+        this.closed.push(cluster);
+        for (const w of this.#held.get(cluster) ?? []) w.reject(new DnsQueryError("ECANCELLED", "closed"));
       },
     };
     return t;
@@ -175,6 +194,9 @@ describe("dnsDiscovery", () => {
       [{ clusters: [{ name: "a", region: "r", domain: "Not A Domain" }] }, "clusters[0].domain"],
       [{ clusters: [] }, "clusters"],
       [{ timeot: 5 }, "options"],
+      // node:dns cannot ask over TCP: TCP needs the servers listed.
+      [{ clusters: [{ name: "a", region: "r", tcp: true }] }, "clusters[0].tcp"],
+      [{ defaultTtl: -1 }, "defaultTtl"],
     ])("rejects %j at %s", (options, path) => {
       try {
         dnsDiscovery(options as never);
@@ -324,6 +346,84 @@ describe("dnsDiscovery", () => {
       await vi.advanceTimersByTimeAsync(4000);
       w.abort.abort();
       expect(dns.count("east", `SRV ${srv}`)).toBe(2);
+    });
+
+    it("asks again after defaultTtl, not every minTtl, when the answer's TTL is unknown", async () => {
+      // node:dns reports no TTL for SRV records; a target that is an address has none either.
+      const srv = `_http._tcp.${WEB}`;
+      dns.set("east", `SRV ${srv}`, [
+        { priority: 0, weight: 1, port: 80, target: "10.0.0.1", ttl: undefined },
+      ]);
+      const w = watch(
+        backend({ clusters: [{ name: "east", region: "" }], minTtl: 100 }),
+        "web.default",
+        "http",
+      );
+      expect((await w.next()).kind).toBe("bound");
+      await vi.advanceTimersByTimeAsync(4990);
+      expect(dns.count("east", `SRV ${srv}`)).toBe(1);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(dns.count("east", `SRV ${srv}`)).toBe(2);
+      w.abort.abort();
+
+      const custom = watch(
+        backend({ clusters: [{ name: "east", region: "" }], minTtl: 100, defaultTtl: 2000 }),
+        "web.default",
+        "http",
+      );
+      await custom.next();
+      await vi.advanceTimersByTimeAsync(2000);
+      custom.abort.abort();
+      expect(dns.count("east", `SRV ${srv}`)).toBe(4);
+    });
+
+    it("counts an unknown SRV TTL as defaultTtl next to its targets' TTLs", async () => {
+      const srv = `_http._tcp.${WEB}`;
+      dns.set("east", `SRV ${srv}`, [
+        { priority: 0, weight: 1, port: 80, target: `p.${WEB}`, ttl: undefined },
+      ]);
+      dns.set("east", `A p.${WEB}`, [{ address: "10.0.0.1", ttl: 30 }]);
+      dns.set("east", `AAAA p.${WEB}`, nodata());
+      const w = watch(
+        backend({ clusters: [{ name: "east", region: "" }], maxTtl: 60_000, defaultTtl: 3000 }),
+        "web.default",
+        "http",
+      );
+      await w.next();
+      await vi.advanceTimersByTimeAsync(3000);
+      w.abort.abort();
+      expect(dns.count("east", `SRV ${srv}`)).toBe(2);
+    });
+
+    it("uses the SRV answer's target addresses and asks only for the targets it lacks", async () => {
+      const srv = `_http._tcp.${WEB}`;
+      dns.set("east", `SRV ${srv}`, [
+        {
+          priority: 0,
+          weight: 1,
+          port: 80,
+          target: `p.${WEB}`,
+          ttl: 5,
+          addresses: [
+            { address: "10.0.0.1", ttl: 5 },
+            { address: "fd00::1", ttl: 5 },
+          ],
+        },
+        { priority: 0, weight: 1, port: 80, target: `q.${WEB}`, ttl: 5 },
+      ]);
+      dns.set("east", `A q.${WEB}`, a("10.0.0.2"));
+      dns.set("east", `AAAA q.${WEB}`, nodata());
+      const w = watch(
+        backend({ clusters: [{ name: "east", region: "" }], family: 4 }),
+        "web.default",
+        "http",
+      );
+      const update = await w.next();
+      w.abort.abort();
+      if (update.kind !== "bound") throw new Error(update.kind);
+      // family 4: the glue's AAAA record is not used.
+      expect(update.endpoints.map((e) => e.id)).toEqual(["east/10.0.0.1:80", "east/10.0.0.2:80"]);
+      expect(dns.log.map((l) => l.query)).toEqual([`SRV ${srv}`, `A q.${WEB}`]);
     });
 
     it("yields only when the set changes, whatever order the answer lists it in", async () => {
@@ -492,8 +592,127 @@ describe("dnsDiscovery", () => {
       expect(dns.count("west", `A ${WEB}`)).toBe(2);
       w.abort.abort();
       expect(await pending).toEqual({ done: true, value: undefined });
-      expect(dns.cancelled.sort()).toEqual(["east", "west"]);
+      // west's lookup in flight is cancelled; both clients close with the last watch.
+      expect(new Set(dns.cancelled)).toEqual(new Set(["west"]));
+      expect(dns.closed.sort()).toEqual(["east", "west"]);
       expect(vi.getTimerCount()).toBe(0);
+    });
+
+    it("shares one client per cluster across watches and closes it when the last watch of it ends", async () => {
+      dns.set("east", `A ${WEB}`, a("10.0.0.1"));
+      dns.set("east", `AAAA ${WEB}`, nodata());
+      const b = backend();
+      const first = watch(b);
+      const second = watch(b, "api.default");
+      const third = watch(b, "web.default", "http");
+      await first.next();
+      await second.next();
+      await third.next();
+      expect(dns.created.sort()).toEqual(["east", "west"]);
+      expect(b.stats().clients).toBe(2);
+      first.abort.abort();
+      second.abort.abort();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(dns.closed).toEqual([]);
+      third.abort.abort();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(dns.closed.sort()).toEqual(["east", "west"]);
+      expect(b.stats().clients).toBe(0);
+      // A later watch gets a new client.
+      const fourth = watch(b);
+      await fourth.next();
+      fourth.abort.abort();
+      expect(dns.created).toHaveLength(4);
+    });
+
+    it("releases every timer, lookup and client of 20 000 ended watches, and asks nothing more", async () => {
+      const b = backend({ clusters: [{ name: "east", region: "", servers: ["10.0.0.10"] }] });
+      // Odd names exist (their watches then sleep on a refresh timer); the
+      // lookups of even ones hang.
+      dns.hold("east", (query) => Number(/name-(\d+)/.exec(query)?.[1]) % 2 === 0);
+      const signals: AbortController[] = [];
+      for (let i = 0; i < 20_000; i++) {
+        if (i % 2 === 1) {
+          dns.set("east", `A name-${i}.default.svc.cluster.local`, a("10.0.0.1"));
+          dns.set("east", `AAAA name-${i}.default.svc.cluster.local`, nodata());
+        }
+        const abort = new AbortController();
+        signals.push(abort);
+        void b
+          .watch(parseServiceName(`name-${i}.default`, 8080), { signal: abort.signal })
+          [Symbol.asyncIterator]()
+          .next();
+      }
+      await vi.advanceTimersByTimeAsync(0);
+      expect(b.stats()).toEqual({ watches: 20_000, clients: 1, timers: 10_000, lookups: 10_000 });
+      // The consumers pull no further: the watches end on their signals alone.
+      for (const s of signals) s.abort();
+      expect(b.stats()).toMatchObject({ watches: 0, clients: 0, timers: 0 });
+      expect(dns.closed).toEqual(["east"]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(b.stats()).toEqual({ watches: 0, clients: 0, timers: 0, lookups: 0 });
+      expect(vi.getTimerCount()).toBe(0);
+      const asked = dns.log.length;
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(dns.log.length).toBe(asked);
+    });
+
+    it("listens once on a signal that many watches share, and lets go of it when they end", async () => {
+      const b = backend();
+      const shared = new AbortController();
+      for (let i = 0; i < 20; i++) {
+        void b
+          .watch(parseServiceName(`name-${i}.default`, 8080), { signal: shared.signal })
+          [Symbol.asyncIterator]()
+          .next();
+      }
+      await vi.advanceTimersByTimeAsync(0);
+      expect(b.stats().watches).toBe(20);
+      expect(getEventListeners(shared.signal, "abort")).toHaveLength(1);
+      await b.close?.();
+      expect(b.stats().watches).toBe(0);
+      expect(getEventListeners(shared.signal, "abort")).toHaveLength(0);
+
+      const other = backend();
+      const again = new AbortController();
+      for (let i = 0; i < 20; i++) {
+        void other
+          .watch(parseServiceName(`name-${i}.default`, 8080), { signal: again.signal })
+          [Symbol.asyncIterator]()
+          .next();
+      }
+      await vi.advanceTimersByTimeAsync(0);
+      again.abort();
+      expect(other.stats()).toMatchObject({ watches: 0, clients: 0, timers: 0 });
+    });
+
+    it("claims a short name only once a cluster has answered it with records", async () => {
+      dns.set("west", `A ${WEB}`, a("10.1.0.1"));
+      dns.set("west", `AAAA ${WEB}`, nodata());
+      const b = backend();
+      const web = parseServiceName("web.default", 8080);
+      expect(b.claims?.(web)).toBe(false);
+      const w = watch(b);
+      const nope = watch(b, "nope.default");
+      await w.next();
+      await nope.next();
+      expect(b.claims?.(parseServiceName("web.default", 443))).toBe(true);
+      expect(b.claims?.(parseServiceName("nope.default", 8080))).toBe(false);
+      // The claim outlives the watch (a forgotten service is still a mesh name).
+      w.abort.abort();
+      nope.abort.abort();
+      expect(b.claims?.(web)).toBe(true);
+      // An unknown port name (SRV NXDOMAIN) says nothing about the service...
+      const port = watch(b, "web.default", "nope");
+      expect((await port.next()).kind).toBe("not-found");
+      port.abort.abort();
+      expect(b.claims?.(web)).toBe(true);
+      // ...but every cluster saying the name is gone does.
+      dns.delete("west", `A ${WEB}`);
+      const again = watch(b);
+      expect((await again.next()).kind).toBe("not-found");
+      again.abort.abort();
+      expect(b.claims?.(web)).toBe(false);
     });
 
     it("ends every watch on close()", async () => {

@@ -9,9 +9,10 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 
@@ -249,6 +250,141 @@ export async function startDnsServer(options: DnsServerOptions = {}): Promise<Te
     async close() {
       await stop();
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One question a {@link TcpDnsProxy} saw, in the order it arrived. */
+export interface SeenQuestion {
+  /** The record type: `A`, `AAAA`, `SRV` or the type number. */
+  readonly type: string;
+  /** The name asked, lower-case, without the trailing dot. */
+  readonly name: string;
+}
+
+/** A TCP relay in front of a DNS server that counts connections and questions. */
+export interface TcpDnsProxy {
+  /** `address:port`, as a DNS backend's `servers` entry. */
+  readonly server: string;
+  /** Connections accepted so far. */
+  readonly connections: number;
+  /** Connections open now. */
+  readonly open: number;
+  /** Every question relayed, in order. */
+  readonly questions: readonly SeenQuestion[];
+  /** Resolves once no connection is open (at once when none is). */
+  idle(): Promise<void>;
+  /** Stops listening and cuts every connection. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link startTcpDnsProxy}. */
+export interface TcpDnsProxyOptions {
+  /** Loopback address to listen on. */
+  address: string;
+  /** Close the client's connection after relaying each answer (as some servers and middleboxes do). */
+  closeAfterAnswer?: boolean;
+}
+
+const TYPES: Record<number, string> = { 1: "A", 28: "AAAA", 33: "SRV" };
+
+/** Splits a TCP DNS stream into messages (two-byte length prefix, RFC 1035 §4.2.2). */
+function framer(onMessage: (message: Buffer, frame: Buffer) => void): (chunk: Buffer) => void {
+  let buf: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+      const end = 2 + buf.readUInt16BE(0);
+      onMessage(buf.subarray(2, end), buf.subarray(0, end));
+      buf = buf.subarray(end);
+    }
+  };
+}
+
+/** The question of a query message (uncompressed, as clients write it). */
+function questionOf(message: Buffer): SeenQuestion {
+  const labels: string[] = [];
+  let pos = 12;
+  while (pos < message.length && message[pos]! > 0) {
+    labels.push(message.subarray(pos + 1, pos + 1 + message[pos]!).toString("latin1"));
+    pos += 1 + message[pos]!;
+  }
+  const type = pos + 3 <= message.length ? message.readUInt16BE(pos + 1) : 0;
+  return { type: TYPES[type] ?? String(type), name: labels.join(".").toLowerCase() };
+}
+
+/**
+ * Starts a TCP relay on `options.address` and a free port in front of
+ * `target` (a {@link TestDnsServer}): every connection to the relay gets its
+ * own upstream connection, so the relay sees exactly the connections and
+ * questions a client makes. No UDP listens on the relay's port, so only a
+ * TCP client gets answers through it.
+ */
+export async function startTcpDnsProxy(
+  target: { address: string; port: number },
+  options: TcpDnsProxyOptions,
+): Promise<TcpDnsProxy> {
+  let connections = 0;
+  const sockets = new Set<Socket>();
+  const questions: SeenQuestion[] = [];
+  const idleWaiters = new Set<() => void>();
+  const server = createServer((client) => {
+    connections++;
+    sockets.add(client);
+    const upstream = connect(target.port, target.address);
+    client.on(
+      "data",
+      framer((message, frame) => {
+        questions.push(questionOf(message));
+        upstream.write(frame);
+      }),
+    );
+    upstream.on(
+      "data",
+      framer((_message, frame) => {
+        if (client.destroyed) return;
+        client.write(frame);
+        if (options.closeAfterAnswer) {
+          client.end();
+          upstream.destroy();
+        }
+      }),
+    );
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+    upstream.on("close", () => client.end());
+    client.on("close", () => {
+      upstream.destroy();
+      sockets.delete(client);
+      if (sockets.size === 0) for (const w of [...idleWaiters]) w();
+    });
+  });
+  server.listen(0, options.address);
+  await once(server, "listening");
+  const port = (server.address() as AddressInfo).port;
+  return {
+    server: `${options.address}:${port}`,
+    get connections() {
+      return connections;
+    },
+    get open() {
+      return sockets.size;
+    },
+    questions,
+    idle: () =>
+      sockets.size === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            const done = () => {
+              idleWaiters.delete(done);
+              resolve();
+            };
+            idleWaiters.add(done);
+          }),
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
     },
   };
 }

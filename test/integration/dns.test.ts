@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { DiscoveryBackend } from "../../src/discovery/discovery.js";
-import { type DnsDiscoveryOptions, dnsDiscovery } from "../../src/discovery/dns.js";
+import { type DnsBackend, type DnsDiscoveryOptions, dnsDiscovery } from "../../src/discovery/dns.js";
 import { parseServiceName } from "../../src/discovery/names.js";
 import { Registry, type ServiceSnapshot } from "../../src/discovery/registry.js";
 import { ConfigError, ErrorCodes, isMeshError } from "../../src/errors.js";
@@ -15,6 +15,8 @@ import {
   dnsmasqPath,
   type SrvHost,
   startDnsServer,
+  startTcpDnsProxy,
+  type TcpDnsProxy,
   type TestDnsServer,
 } from "../helpers/dns-server.js";
 import { startServer, type TestServer } from "../helpers/servers.js";
@@ -442,6 +444,136 @@ describe.skipIf(skip)("dnsDiscovery", () => {
     } finally {
       await mesh.close();
       for (const p of proxies) p.close();
+    }
+  });
+
+  describe("over TCP", () => {
+    const proxies: TcpDnsProxy[] = [];
+    const viaTcp = async (target: TestDnsServer, closeAfterAnswer = false) => {
+      const p = await startTcpDnsProxy(target, { address: "127.0.40.1", closeAfterAnswer });
+      proxies.push(p);
+      return p;
+    };
+    const tcpOptions = (eastTcp: TcpDnsProxy, westTcp: TcpDnsProxy): DnsDiscoveryOptions => ({
+      ...REFRESH,
+      clusters: [
+        { name: "east", region: "us-east-1", servers: [eastTcp.server], tcp: true },
+        { name: "west", region: "us-west-2", servers: [westTcp.server], tcp: true },
+      ],
+    });
+
+    afterEach(async () => {
+      for (const p of proxies.splice(0)) await p.close();
+    });
+
+    it("asks every question on one pipelined connection per server", async () => {
+      const eastTcp = await viaTcp(east);
+      const westTcp = await viaTcp(west);
+      const registry = new Registry([dnsDiscovery(tcpOptions(eastTcp, westTcp))]);
+      try {
+        const names = ["web.default", ...Array.from({ length: 20 }, (_, i) => `nope-${i}.default`)];
+        const snapshots = await Promise.all(
+          names.map((n) => registry.watch(parseServiceName(n, port)).settled()),
+        );
+        expect(ids(snapshots[0]!)).toEqual([
+          `east/127.0.40.2:${port}`,
+          `east/127.0.40.3:${port}`,
+          `west/127.0.40.4:${port}`,
+        ]);
+        expect(snapshots.slice(1).map((s) => s.state)).toEqual(names.slice(1).map(() => "not-found"));
+        // A and AAAA of 21 names in each cluster, on one connection each.
+        expect(eastTcp.questions.length).toBeGreaterThanOrEqual(42);
+        expect(westTcp.questions.length).toBeGreaterThanOrEqual(42);
+        expect(eastTcp.connections).toBe(1);
+        expect(westTcp.connections).toBe(1);
+      } finally {
+        await registry.close();
+      }
+    });
+
+    it("takes SRV targets' addresses from the answer's additional section", async () => {
+      const eastTcp = await viaTcp(east);
+      const westTcp = await viaTcp(west);
+      const registry = new Registry([dnsDiscovery(tcpOptions(eastTcp, westTcp))]);
+      try {
+        const srv = await registry.watch(parseServiceName("web.default", "http")).settled();
+        expect(srv.endpoints.map((e) => [e.id, e.weight, e.backup])).toEqual([
+          [`east/127.0.40.2:${port}`, 3, false],
+          [`east/127.0.40.3:${port}`, 1, false],
+          [`west/127.0.40.4:${port}`, 1, false],
+          [`west/127.0.40.5:${port}`, 1, true],
+        ]);
+        // dnsmasq sends the targets' A records along: no question about them.
+        expect([...eastTcp.questions, ...westTcp.questions].filter((q) => q.type !== "SRV")).toEqual([]);
+      } finally {
+        await registry.close();
+      }
+    });
+
+    it("keeps answering when the server closes the connection after each answer", async () => {
+      const eastTcp = await viaTcp(east, true);
+      const westTcp = await viaTcp(west, true);
+      const registry = new Registry([dnsDiscovery(tcpOptions(eastTcp, westTcp))]);
+      try {
+        const names = ["web.default", ...Array.from({ length: 5 }, (_, i) => `nope-${i}.default`)];
+        const snapshots = await Promise.all(
+          names.map((n) => registry.watch(parseServiceName(n, port)).settled()),
+        );
+        expect(ids(snapshots[0]!)).toHaveLength(3);
+        expect(snapshots.slice(1).map((s) => s.state)).toEqual(names.slice(1).map(() => "not-found"));
+        expect(snapshots.every((s) => !s.sources[0]!.stale)).toBe(true);
+        expect(eastTcp.connections).toBeGreaterThan(1);
+      } finally {
+        await registry.close();
+      }
+    });
+
+    it("closes its connections and stops refreshing once every watch has ended", async () => {
+      const eastTcp = await viaTcp(east);
+      const westTcp = await viaTcp(west);
+      const backend = dnsDiscovery(tcpOptions(eastTcp, westTcp)) as DnsBackend;
+      const aborts: AbortController[] = [];
+      const firsts: Promise<unknown>[] = [];
+      for (let i = 0; i < 200; i++) {
+        const abort = new AbortController();
+        aborts.push(abort);
+        const name = i === 0 ? "web.default" : `name-${i}.default`;
+        firsts.push(
+          backend
+            .watch(parseServiceName(name, port), { signal: abort.signal })
+            [Symbol.asyncIterator]()
+            .next(),
+        );
+      }
+      await Promise.all(firsts);
+      expect(backend.stats()).toMatchObject({ watches: 200, clients: 2 });
+      // 400 questions per server, not 400 connections: dnsmasq closes a TCP
+      // connection after 100 queries, and the client then opens the next one.
+      for (const p of [eastTcp, westTcp]) {
+        expect(p.questions.length).toBeGreaterThanOrEqual(400);
+        expect(p.connections).toBeLessThanOrEqual(Math.ceil(p.questions.length / 100));
+      }
+      // The watches' consumers pull no further: the signals alone end them.
+      for (const abort of aborts) abort.abort();
+      expect(backend.stats()).toMatchObject({ watches: 0, clients: 0, timers: 0 });
+      await eastTcp.idle();
+      await westTcp.idle();
+      expect(backend.stats()).toEqual({ watches: 0, clients: 0, timers: 0, lookups: 0 });
+    });
+  });
+
+  it("claims a short name once a cluster has answered it with records", async () => {
+    const backend = dnsDiscovery(options());
+    const registry = new Registry([backend]);
+    try {
+      expect(backend.claims?.(parseServiceName("web.default", port))).toBe(false);
+      await registry.watch(parseServiceName("web.default", port)).settled();
+      await registry.watch(parseServiceName("nope.default", port)).settled();
+      // The name is claimed, whatever port a URL names.
+      expect(backend.claims?.(parseServiceName("web.default", 443))).toBe(true);
+      expect(backend.claims?.(parseServiceName("nope.default", port))).toBe(false);
+    } finally {
+      await registry.close();
     }
   });
 

@@ -1,79 +1,30 @@
 /**
- * A DNS client over TCP (RFC 1035 §4.2.2, RFC 7766): one connection per
- * question, the message framed by a two-byte length. `node:dns`'s
+ * A DNS client over TCP (RFC 1035 §4.2.2, RFC 7766). `node:dns`'s
  * `Resolver` only falls back to TCP on a truncated UDP answer; clusters
  * whose DNS is reached through CoreDNS's `force_tcp`, or across networks
- * that drop UDP, need TCP from the first byte.
+ * that drop UDP, need TCP from the first byte. Every lookup of the cluster
+ * shares one pipelined connection per server (`connection.ts`).
  *
  * @module
  */
 
-import { randomInt } from "node:crypto";
-import { connect } from "node:net";
+import { TcpDnsConnection } from "./connection.js";
 import {
   type AddressRecord,
   DnsQueryError,
-  type DnsServer,
   type DnsTransport,
   type DnsTransportOptions,
-  formatDnsServer,
   type SrvRecord,
 } from "./transport.js";
-import { encodeQuery, type QueryType, readAnswer } from "./wire.js";
+import { type QueryType, readAnswer } from "./wire.js";
 
 /** Answers that end the search at once: the next server would say the same. */
 const FINAL = new Set(["ENOTFOUND", "ENODATA", "ECANCELLED", "EBADNAME"]);
 
-/** Sends one framed query to one server and returns the framed answer's payload. */
-function exchange(
-  server: DnsServer,
-  query: Buffer,
-  timeout: number,
-  inflight: Set<() => void>,
-  what: string,
-): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    const where = `${what} at ${formatDnsServer(server)}`;
-    const socket = connect({ host: server.host, port: server.port });
-    const cancel = () => finish(new DnsQueryError("ECANCELLED", where));
-    inflight.add(cancel);
-    let chunks: Buffer[] = [];
-    let received = 0;
-    let done = false;
-    const finish = (err: DnsQueryError | undefined, answer?: Buffer) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      inflight.delete(cancel);
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(answer!);
-    };
-    const timer = setTimeout(() => finish(new DnsQueryError("ETIMEOUT", where)), timeout);
-    socket.setNoDelay(true);
-    socket.on("connect", () => {
-      const frame = Buffer.alloc(2 + query.length);
-      frame.writeUInt16BE(query.length, 0);
-      query.copy(frame, 2);
-      socket.write(frame);
-    });
-    socket.on("data", (chunk: Buffer) => {
-      chunks.push(chunk);
-      received += chunk.length;
-      if (received < 2) return;
-      const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      chunks = [all];
-      const length = all.readUInt16BE(0);
-      if (length === 0) return finish(new DnsQueryError("EBADRESP", `${where}: empty answer frame`));
-      if (received >= 2 + length) finish(undefined, all.subarray(2, 2 + length));
-    });
-    socket.on("error", (err: NodeJS.ErrnoException) =>
-      finish(new DnsQueryError(err.code ?? "ECONNRESET", where, { cause: err })),
-    );
-    socket.on("close", () =>
-      finish(new DnsQueryError("EBADRESP", `${where}: connection closed before a whole answer`)),
-    );
-  });
+/** Options of {@link tcpTransport}. */
+export interface TcpTransportOptions extends DnsTransportOptions {
+  /** Close a server's connection after this long without a question, ms; default 5 000. */
+  readonly idleTimeout?: number | undefined;
 }
 
 /**
@@ -82,23 +33,25 @@ function exchange(
  * connection, SERVFAIL, REFUSED or a malformed answer moves on to the next
  * server (as c-ares does).
  */
-export function tcpTransport(options: DnsTransportOptions): DnsTransport {
-  const inflight = new Set<() => void>();
-  const servers = options.servers;
-  // Bumped by cancel(): a lookup between two tries sees it and stops.
-  let generation = 0;
+export function tcpTransport(options: TcpTransportOptions): DnsTransport {
+  const connections = options.servers.map(
+    (server) => new TcpDnsConnection(server, { idleTimeout: options.idleTimeout }),
+  );
+  let closed = false;
 
-  async function ask(name: string, type: QueryType): Promise<Buffer | AddressRecord[] | SrvRecord[]> {
+  async function ask(
+    name: string,
+    type: QueryType,
+    signal: AbortSignal | undefined,
+  ): Promise<AddressRecord[] | SrvRecord[]> {
     const what = `querying ${type} ${name}`;
-    if (servers.length === 0) throw new DnsQueryError("ECONNREFUSED", `${what}: no DNS server`);
-    const started = generation;
+    if (connections.length === 0) throw new DnsQueryError("ECONNREFUSED", `${what}: no DNS server`);
     let last: DnsQueryError | undefined;
     for (let attempt = 0; attempt < options.tries; attempt++) {
-      for (const server of servers) {
-        if (generation !== started) throw new DnsQueryError("ECANCELLED", what);
-        const id = randomInt(0, 0x10000);
+      for (const connection of connections) {
+        if (closed || signal?.aborted) throw new DnsQueryError("ECANCELLED", what);
         try {
-          const answer = await exchange(server, encodeQuery(id, name, type), options.timeout, inflight, what);
+          const { id, answer } = await connection.exchange(name, type, options.timeout, signal, what);
           return type === "SRV" ? readAnswer(answer, id, name, "SRV") : readAnswer(answer, id, name, type);
         } catch (err) {
           const e =
@@ -114,12 +67,12 @@ export function tcpTransport(options: DnsTransportOptions): DnsTransport {
   }
 
   return {
-    a: (name) => ask(name, "A") as Promise<AddressRecord[]>,
-    aaaa: (name) => ask(name, "AAAA") as Promise<AddressRecord[]>,
-    srv: (name) => ask(name, "SRV") as Promise<SrvRecord[]>,
-    cancel() {
-      generation++;
-      for (const cancel of [...inflight]) cancel();
+    a: (name, signal) => ask(name, "A", signal) as Promise<AddressRecord[]>,
+    aaaa: (name, signal) => ask(name, "AAAA", signal) as Promise<AddressRecord[]>,
+    srv: (name, signal) => ask(name, "SRV", signal) as Promise<SrvRecord[]>,
+    close() {
+      closed = true;
+      for (const connection of connections) connection.close();
     },
   };
 }

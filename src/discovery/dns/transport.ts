@@ -1,8 +1,9 @@
 /**
  * The DNS transport family: what the DNS backend asks of a DNS client (A,
- * AAAA and SRV lookups with TTLs, and cancellation), the one error type both
- * clients fail with, and the default client over `node:dns`'s `Resolver`.
- * The TCP client, for servers reached with `force_tcp`, is in `tcp.ts`.
+ * AAAA and SRV lookups with TTLs, each cancellable on its own, and closing),
+ * the one error type both clients fail with, and the default client over
+ * `node:dns`'s `Resolver`. The TCP client, for servers reached with
+ * `force_tcp`, is in `tcp.ts`.
  *
  * @module
  */
@@ -30,6 +31,12 @@ export interface SrvRecord {
   readonly target: string;
   /** The record's TTL in seconds, when the client exposes it (`node:dns` does not for SRV). */
   readonly ttl: number | undefined;
+  /**
+   * The target's addresses from the answer's additional section (RFC 2782
+   * asks servers to send them along), when the server sent any; the backend
+   * then does not ask for them. `node:dns` does not expose that section.
+   */
+  readonly addresses?: readonly AddressRecord[] | undefined;
 }
 
 /**
@@ -59,16 +66,21 @@ export class DnsQueryError extends Error {
 /** Codes that mean "the name (or the record type) does not exist": authoritative, not a failure. */
 export const ABSENT_CODES: ReadonlySet<string> = new Set(["ENOTFOUND", "ENODATA"]);
 
-/** A DNS client bound to one cluster's servers. */
+/**
+ * A DNS client bound to one cluster's servers, shared by every watch of that
+ * cluster. A lookup whose `signal` aborts rejects at once with `ECANCELLED`
+ * and leaves the other lookups alone; a lookup asked with an aborted signal
+ * does no I/O.
+ */
 export interface DnsTransport {
   /** A records of `name`. */
-  a(name: string): Promise<AddressRecord[]>;
+  a(name: string, signal?: AbortSignal): Promise<AddressRecord[]>;
   /** AAAA records of `name`. */
-  aaaa(name: string): Promise<AddressRecord[]>;
+  aaaa(name: string, signal?: AbortSignal): Promise<AddressRecord[]>;
   /** SRV records of `name`. */
-  srv(name: string): Promise<SrvRecord[]>;
-  /** Cancels every lookup in flight; each rejects with `ECANCELLED`. The transport stays usable. */
-  cancel(): void;
+  srv(name: string, signal?: AbortSignal): Promise<SrvRecord[]>;
+  /** Releases every socket and timer; lookups in flight reject with `ECANCELLED`, later ones too. */
+  close(): void;
 }
 
 /** Where and how a transport asks. */
@@ -127,6 +139,32 @@ function wrap(err: unknown, what: string): DnsQueryError {
 }
 
 /**
+ * Settles with `query`'s outcome, or rejects with `ECANCELLED` as soon as
+ * `signal` aborts. c-ares cannot cancel one query of a shared channel, so an
+ * abandoned query runs out on its own (within `timeout` × `tries`); closing
+ * the transport cancels them all.
+ */
+function abandonable<T>(query: () => Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (signal?.aborted) return Promise.reject(new DnsQueryError("ECANCELLED", what));
+  const p = query();
+  if (signal === undefined) return p.catch((err) => Promise.reject(wrap(err, what)));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new DnsQueryError("ECANCELLED", what));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(wrap(err, what));
+      },
+    );
+  });
+}
+
+/**
  * The default transport: `node:dns`'s `Resolver` (c-ares, over UDP with TCP
  * fallback on truncation). Asynchronous on the event loop, unlike
  * `dns.lookup`, which blocks a libuv thread-pool slot per call.
@@ -134,31 +172,55 @@ function wrap(err: unknown, what: string): DnsQueryError {
 export function nativeTransport(options: DnsTransportOptions): DnsTransport {
   const resolver = new Resolver({ timeout: options.timeout, tries: options.tries });
   if (options.servers.length > 0) resolver.setServers(options.servers.map(formatDnsServer));
+  let closed = false;
+  const cancelled = (what: string) => Promise.reject(new DnsQueryError("ECANCELLED", what));
   return {
-    a: (name) =>
-      resolver.resolve4(name, { ttl: true }).then(
-        (records) => records.map((r) => ({ address: r.address, ttl: r.ttl })),
-        (err) => Promise.reject(wrap(err, `querying A ${name}`)),
-      ),
-    aaaa: (name) =>
-      resolver.resolve6(name, { ttl: true }).then(
-        (records) => records.map((r) => ({ address: r.address, ttl: r.ttl })),
-        (err) => Promise.reject(wrap(err, `querying AAAA ${name}`)),
-      ),
-    srv: (name) =>
-      resolver.resolveSrv(name).then(
-        (records) =>
-          records.map((r) => ({
-            priority: r.priority,
-            weight: r.weight,
-            port: r.port,
-            target: r.name,
-            // node:dns reports no TTL for SRV answers; the backend falls back
-            // on the targets' address TTLs.
-            ttl: undefined,
-          })),
-        (err) => Promise.reject(wrap(err, `querying SRV ${name}`)),
-      ),
-    cancel: () => resolver.cancel(),
+    a: (name, signal) =>
+      closed
+        ? cancelled(`querying A ${name}`)
+        : abandonable(
+            () =>
+              resolver
+                .resolve4(name, { ttl: true })
+                .then((records) => records.map((r) => ({ address: r.address, ttl: r.ttl }))),
+            signal,
+            `querying A ${name}`,
+          ),
+    aaaa: (name, signal) =>
+      closed
+        ? cancelled(`querying AAAA ${name}`)
+        : abandonable(
+            () =>
+              resolver
+                .resolve6(name, { ttl: true })
+                .then((records) => records.map((r) => ({ address: r.address, ttl: r.ttl }))),
+            signal,
+            `querying AAAA ${name}`,
+          ),
+    srv: (name, signal) =>
+      closed
+        ? cancelled(`querying SRV ${name}`)
+        : abandonable(
+            () =>
+              resolver.resolveSrv(name).then((records) =>
+                records.map(
+                  (r): SrvRecord => ({
+                    priority: r.priority,
+                    weight: r.weight,
+                    port: r.port,
+                    target: r.name,
+                    // node:dns reports no TTL for SRV answers: the backend
+                    // counts it as its defaultTtl.
+                    ttl: undefined,
+                  }),
+                ),
+              ),
+            signal,
+            `querying SRV ${name}`,
+          ),
+    close() {
+      closed = true;
+      resolver.cancel();
+    },
   };
 }

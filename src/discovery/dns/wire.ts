@@ -65,6 +65,8 @@ export interface DnsMessage {
   readonly answers: readonly ResourceRecord[];
   /** The authority section (an SOA here carries the negative-caching TTL). */
   readonly authority: readonly ResourceRecord[];
+  /** The additional section (SRV targets' addresses); empty when it was malformed. */
+  readonly additional: readonly ResourceRecord[];
 }
 
 function bad(problem: string): never {
@@ -250,6 +252,7 @@ export function parseMessage(buf: Buffer): DnsMessage {
   const qdcount = buf.readUInt16BE(4);
   const ancount = buf.readUInt16BE(6);
   const nscount = buf.readUInt16BE(8);
+  const arcount = buf.readUInt16BE(10);
   if (qdcount > 1) bad(`${qdcount} questions`);
   let pos = 12;
   let question: DnsMessage["question"];
@@ -274,9 +277,31 @@ export function parseMessage(buf: Buffer): DnsMessage {
     authority.push(r.record);
     pos = r.next;
   }
-  // The additional section is not needed (the backend asks for targets'
-  // addresses itself), so it is not read and cannot fail the parse.
-  return { id, flags, rcode: flags & 0x0f, question, answers, authority };
+  // The additional section only saves questions (the backend asks for any
+  // target address it lacks), so a malformed one is dropped, not fatal.
+  let additional: ResourceRecord[] = [];
+  try {
+    for (let i = 0; i < arcount; i++) {
+      const r = readRecord(buf, pos);
+      additional.push(r.record);
+      pos = r.next;
+    }
+  } catch {
+    additional = [];
+  }
+  return { id, flags, rcode: flags & 0x0f, question, answers, authority, additional };
+}
+
+/** The A/AAAA records of the additional section, by owner name. */
+function glue(message: DnsMessage): Map<string, AddressRecord[]> {
+  const out = new Map<string, AddressRecord[]>();
+  for (const r of message.additional) {
+    if ((r.type !== RecordType.A && r.type !== RecordType.AAAA) || r.class !== CLASS_IN) continue;
+    let list = out.get(r.name);
+    if (list === undefined) out.set(r.name, (list = []));
+    list.push({ address: r.data as string, ttl: r.ttl });
+  }
+  return out;
 }
 
 const RCODES: Record<number, string> = {
@@ -296,7 +321,8 @@ function negativeTtl(message: DnsMessage): number | undefined {
 /**
  * Reads the answer to the question `name`/`type` sent with `id`: the
  * records of that type owned by `name` or by a CNAME it leads to, each with
- * the smallest TTL along the chain.
+ * the smallest TTL along the chain; an SRV record carries its target's
+ * addresses when the additional section lists them.
  *
  * @throws {@link DnsQueryError} `EBADRESP` for a malformed or mismatched
  * message; `ENOTFOUND` (NXDOMAIN), `ESERVFAIL`, `EREFUSED`, `EFORMERR`,
@@ -339,6 +365,7 @@ export function readAnswer(
     owners.set(current, ttl);
   }
   const wanted = RecordType[type];
+  const targets = type === "SRV" ? glue(message) : undefined;
   const out: (AddressRecord | SrvRecord)[] = [];
   for (const r of message.answers) {
     if (r.type !== wanted || r.class !== CLASS_IN) continue;
@@ -347,7 +374,8 @@ export function readAnswer(
     const ttl = Math.min(chainTtl, r.ttl);
     if (type === "SRV") {
       const d = r.data as { priority: number; weight: number; port: number; target: string };
-      out.push({ priority: d.priority, weight: d.weight, port: d.port, target: d.target, ttl });
+      const addresses = targets?.get(d.target);
+      out.push({ priority: d.priority, weight: d.weight, port: d.port, target: d.target, ttl, addresses });
     } else {
       out.push({ address: r.data as string, ttl });
     }
