@@ -206,7 +206,7 @@ async function measureSize(n: number, smoke: boolean): Promise<SizeResult> {
 
   // The retry pick: exclude the endpoint just tried, avoid its cluster (after a connect failure).
   const first = s.balancer.pick()!;
-  const constraints = { exclude: [first], avoidCluster: first.cluster };
+  const constraints = { exclude: [first.id], avoidCluster: first.cluster };
   const retryCalls = Math.max(1000, Math.floor(calls / Math.max(1, n / 100)));
   const retryPick = () => s.balancer.pick(constraints);
   perCall(retryPick, Math.min(retryCalls, 2000));

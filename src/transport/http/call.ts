@@ -898,7 +898,10 @@ export class MeshCall implements Dispatcher.DispatchController {
       const bad = (this.#badClusters ??= []);
       if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
     }
-    const next = this.#route.balancer.pick({ exclude: this.#triedList(), avoidClusters: this.#badClusters });
+    const next = this.#route.balancer.pick({
+      exclude: this.#triedList().map((e) => e.id),
+      avoidClusters: this.#badClusters,
+    });
     if (next === undefined) return undefined;
     const budget = this.#route.state.budget;
     if (budget !== undefined && !budget.tryWithdraw()) {
@@ -940,7 +943,7 @@ export class MeshCall implements Dispatcher.DispatchController {
     // Hedge only while the first attempt alone is still waiting for its response.
     if (this.#winner !== undefined || this.#inflight !== 1 || this.#abortReason !== null) return;
     const budget = this.#route.state.hedgeBudget;
-    const target = this.#route.balancer.pick({ exclude: this.#triedList() });
+    const target = this.#route.balancer.pick({ exclude: this.#triedList().map((e) => e.id), hard: true });
     if (target === undefined || !budget.tryWithdraw()) return;
     if (this.#span.isRecording()) this.#span.addEvent("meshlink.hedge", { [Attr.ENDPOINT]: target.id });
     this.#launch(target, now);
