@@ -8,6 +8,9 @@
 
 import type { Subscription } from "../subscription.js";
 
+/** The longest delay `setTimeout` takes (2^31 − 1 ms). */
+const MAX_DELAY = 2 ** 31 - 1;
+
 /**
  * The listeners of one balancer. Calls them synchronously and contains
  * their errors: one that throws is reported as a process warning and the
@@ -63,7 +66,8 @@ export class ChangeEvents<T> {
     if (this.#listeners.size === 0 || at >= this.#timerAt) return;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(() => this.#wake(), Math.max(0, at - this.#now()));
+    // Node fires a longer delay at once: wake at the limit and set the timer again.
+    this.#timer = setTimeout(() => this.#wake(), Math.min(MAX_DELAY, Math.max(0, at - this.#now())));
     // An idle mesh must not keep the process alive.
     this.#timer.unref?.();
   }

@@ -68,7 +68,7 @@ export interface HealthOptions {
 }
 
 /** Called with a tracked record after each of its state changes. */
-export type HealthListener = (health: EndpointHealth) => void;
+type HealthListener = (health: EndpointHealth) => void;
 
 /** Health and load of one endpoint. Mutable; owned by a {@link HealthTracker}. */
 export class EndpointHealth {
@@ -194,7 +194,7 @@ export class HealthTracker {
    * and calls `listener` after each of its state changes. A holder tracks
    * an endpoint once; the listener identifies it and must not throw.
    */
-  track(id: string, listener: HealthListener): EndpointHealth {
+  track(id: string, listener: (health: EndpointHealth) => void): EndpointHealth {
     let h = this.#byId.get(id);
     if (h === undefined) {
       h = new EndpointHealth(id, this.#makeBreaker());
@@ -209,7 +209,7 @@ export class HealthTracker {
   }
 
   /** A holder lets go of a record; the tracker forgets it once no holder is left. Idempotent. */
-  untrack(h: EndpointHealth, listener: HealthListener): void {
+  untrack(h: EndpointHealth, listener: (health: EndpointHealth) => void): void {
     const holders = h.holders;
     if (holders === listener) h.holders = undefined;
     else if (Array.isArray(holders)) {
@@ -328,7 +328,7 @@ export class HealthTracker {
   }
 
   /** Subscribes to every endpoint's state changes; returns a disposable. Balancers hear only theirs, through {@link HealthTracker.track}. */
-  onChange(listener: HealthListener): Subscription {
+  onChange(listener: (health: EndpointHealth) => void): Subscription {
     this.#listeners.add(listener);
     return { dispose: () => this.#listeners.delete(listener) };
   }

@@ -20,7 +20,7 @@ import type { ServiceWatch } from "../discovery/registry.js";
 import type { Subscription } from "../subscription.js";
 import { ChangeEvents } from "./changes.js";
 import { type BalancerPolicy, type Group, GroupPicker, type SlowStartOptions } from "./group.js";
-import type { EndpointHealth, HealthListener, HealthTracker, HealthView } from "./health.js";
+import type { EndpointHealth, HealthTracker, HealthView } from "./health.js";
 import {
   buildTable,
   type Plan,
@@ -105,9 +105,6 @@ export interface TierState {
   readonly panic: boolean;
 }
 
-/** Called when a balancer's endpoints or plan changed; a new pick may choose differently. */
-export type BalancerListener = (balancer: Balancer) => void;
-
 const NO_PLANS: readonly Plan[] = [];
 
 /**
@@ -124,7 +121,7 @@ export class Balancer {
   readonly #planOptions: PlanOptions;
   readonly #maxPerEndpoint: number;
   readonly #random: () => number;
-  readonly #onHealth: HealthListener;
+  readonly #onHealth: (health: EndpointHealth) => void;
   readonly #events: ChangeEvents<Balancer>;
   readonly #watchSubscription: Subscription;
   #closed = false;
@@ -294,7 +291,7 @@ export class Balancer {
    * called synchronously; one that throws is reported as a process warning
    * and the others still run.
    */
-  onChange(listener: BalancerListener): Subscription {
+  onChange(listener: (balancer: Balancer) => void): Subscription {
     const subscription = this.#events.subscribe(listener);
     if (!this.#closed) {
       this.#current();
