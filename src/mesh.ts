@@ -193,13 +193,14 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   });
   // Forgetting a service drops everything held for it: its balancer and its call state.
   registry.onForget((w) => {
+    balancers.get(w.service.id)?.close();
     balancers.delete(w.service.id);
     policy.forget(w.service.id);
   });
 
   const balancer = (name: ServiceName): Balancer => {
     let b = balancers.get(name.id);
-    if (b === undefined || b.watch.closed) {
+    if (b === undefined || b.closed) {
       b = new Balancer(registry.watch(name), tiers, health, balancerOptions);
       balancers.set(name.id, b);
     }
@@ -310,6 +311,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
         // destroy them, connections still being made to a dead host included
         // (closing would wait for their connect timeout).
         await policy.drained();
+        for (const b of balancers.values()) b.close();
         await agent.destroy();
       })();
       return closing;

@@ -390,7 +390,7 @@ describe("a hedge timer while a retryable response drains", () => {
       times.push(performance.now());
       res.writeHead(503, { "retry-after": "1" });
       res.write("draining…");
-      setTimeout(() => res.end(), 100);
+      setTimeout(() => res.end(), 700);
     };
     other.handler = (_req, res) => {
       times.push(performance.now());
@@ -401,7 +401,8 @@ describe("a hedge timer while a retryable response drains", () => {
         { address: slow.address, port: slow.port, cluster: "home", region: "home" },
         { address: other.address, port: other.port, cluster: "away", region: "away" },
       ],
-      { policy: { hedging: { delay: 5, minPerSecond: 100 } } },
+      // The hedge delay passes while the 503's body drains.
+      { policy: { hedging: { delay: 200, minPerSecond: 100 } } },
     );
     const res = await mesh.fetch(URL_, { headers: { "x-meshlink-hedge": "true" } });
     expect(await res.text()).toBe("ok");

@@ -3,11 +3,15 @@ import { describe, expect, it } from "vitest";
 import { HealthTracker, OutlierBreaker } from "../../src/routing/health.js";
 import { manualClock } from "../helpers/routing.js";
 
+/** A holder that ignores state changes: keeps the records of the test alive. */
+const holder = () => {};
+
 function tracker(extra: ConstructorParameters<typeof HealthTracker>[0] = {}) {
   const clock = manualClock();
   const health = new HealthTracker({ now: clock, random: () => 0, ...extra });
+  const get = (id: string) => health.track(id, holder);
   const fail = (id: string, n = 1) => {
-    const h = health.get(id);
+    const h = get(id);
     for (let i = 0; i < n; i++) {
       health.start(h);
       health.failure(h, "status 503");
@@ -15,14 +19,14 @@ function tracker(extra: ConstructorParameters<typeof HealthTracker>[0] = {}) {
     return h;
   };
   const ok = (id: string, n = 1) => {
-    const h = health.get(id);
+    const h = get(id);
     for (let i = 0; i < n; i++) {
       health.start(h);
       health.success(h);
     }
     return h;
   };
-  return { clock, health, fail, ok };
+  return { clock, health, get, fail, ok };
 }
 
 describe("HealthTracker", () => {
@@ -93,23 +97,23 @@ describe("HealthTracker", () => {
   });
 
   it("ejects on the failure rate even without five failures in a row", () => {
-    const { fail, ok, health } = tracker({
+    const { fail, ok, get } = tracker({
       failureRate: { threshold: 0.5, window: 20, minimumRequests: 10 },
     });
     for (let i = 0; i < 4; i++) {
       fail("a", 3);
       ok("a");
     }
-    expect(health.get("a").state).toBe("ejected");
+    expect(get("a").state).toBe("ejected");
   });
 
   it("does not apply the failure rate before the minimum number of calls", () => {
-    const { fail, ok, health } = tracker();
+    const { fail, ok, get } = tracker();
     for (let i = 0; i < 10; i++) {
       fail("a", 4);
       ok("a");
     }
-    expect(health.get("a").state).toBe("healthy");
+    expect(get("a").state).toBe("healthy");
   });
 
   it("bumps its version on every state change, not on every call", () => {
@@ -121,8 +125,8 @@ describe("HealthTracker", () => {
   });
 
   it("takes a higher latency at once and decays towards lower ones over ten seconds", () => {
-    const { health, clock } = tracker();
-    const h = health.get("a");
+    const { health, clock, get } = tracker();
+    const h = get("a");
     health.observe(h, 10);
     expect(h.latency).toBe(10);
     health.observe(h, 100);
@@ -134,8 +138,8 @@ describe("HealthTracker", () => {
   });
 
   it("costs latency × (requests in flight + 1), decaying while idle", () => {
-    const { health, clock } = tracker();
-    const h = health.get("a");
+    const { health, clock, get } = tracker();
+    const h = get("a");
     expect(health.cost(h, clock())).toBe(0);
     h.outstanding = 1;
     expect(health.cost(h, clock())).toBeGreaterThan(1e8);
@@ -146,12 +150,122 @@ describe("HealthTracker", () => {
   });
 
   it("counts a failure's latency at least twice the current cost", () => {
-    const { health } = tracker();
-    const h = health.get("a");
+    const { health, get } = tracker();
+    const h = get("a");
     health.observe(h, 10);
     health.start(h);
     health.failure(h, "ECONNREFUSED", 0.1);
     expect(h.latency).toBe(20);
+  });
+
+  it("lowers the ejection multiplier by one for each base ejection time out of ejection (Envoy)", () => {
+    const { health, fail, clock } = tracker({ failureRate: false });
+    const h = fail("a", 5);
+    clock.set(h.ejectedUntil);
+    health.start(h);
+    health.failure(h, "ECONNREFUSED"); // the probe fails: 60 s
+    expect(h.ejectedUntil - clock()).toBe(60_000);
+    clock.set(h.ejectedUntil);
+    health.start(h);
+    health.success(h);
+    // One base time out of ejection: 2 → 1, then this ejection makes it 2 again.
+    clock.advance(30_000);
+    fail("a", 5);
+    expect(h.ejectedUntil - clock()).toBe(60_000);
+    clock.set(h.ejectedUntil);
+    health.start(h);
+    health.success(h);
+    // Two base times: 2 → 0, and the next ejection is the base time again.
+    clock.advance(60_000);
+    fail("a", 5);
+    expect(h.ejectedUntil - clock()).toBe(30_000);
+    expect(h.ejections).toBe(4);
+  });
+
+  it("counts the time after an ejection ended as clean even when no call probed it", () => {
+    const { health, fail, clock } = tracker({ failureRate: false });
+    const h = fail("a", 5);
+    clock.set(h.ejectedUntil);
+    health.start(h);
+    health.failure(h, "ECONNREFUSED"); // 60 s, multiplier 2
+    // Long after the ejection ended, the first call probes and fails.
+    clock.set(h.ejectedUntil + 3_600_000);
+    health.start(h);
+    health.failure(h, "ECONNREFUSED");
+    expect(h.ejectedUntil - clock()).toBe(30_000);
+  });
+
+  it("stops raising the multiplier once the ejection time reaches the maximum", () => {
+    const { health, fail, clock } = tracker({ failureRate: false });
+    const h = fail("a", 5);
+    for (let n = 0; n < 20; n++) {
+      clock.set(h.ejectedUntil);
+      health.start(h);
+      health.failure(h, "ECONNREFUSED");
+    }
+    expect(h.ejectedUntil - clock()).toBe(300_000);
+    clock.set(h.ejectedUntil);
+    health.start(h);
+    health.success(h);
+    // 300 s / 30 s: ten base times bring it back to the base time.
+    clock.advance(9 * 30_000);
+    fail("a", 5);
+    expect(h.ejectedUntil - clock()).toBe(60_000);
+  });
+
+  it("counts a failure of an endpoint with no latency yet as at least the default failure latency", () => {
+    const { health, get } = tracker();
+    const h = get("a");
+    health.start(h);
+    health.failure(h, "ECONNREFUSED", 0.1);
+    expect(h.latency).toBe(30);
+    const slow = get("b");
+    health.start(slow);
+    health.failure(slow, "timeout", 1500);
+    expect(slow.latency).toBe(1500);
+    const custom = tracker({ failureLatency: 100 });
+    const c = custom.get("a");
+    custom.health.start(c);
+    custom.health.failure(c, "ECONNREFUSED", 0.1);
+    expect(c.latency).toBe(100);
+  });
+
+  it("keeps a record while a holder tracks it, tells its holders of state changes, and forgets it after the last", () => {
+    const health = new HealthTracker({ now: manualClock(), random: () => 0 });
+    const heard: string[] = [];
+    const one = (h: { state: string }) => heard.push(`one:${h.state}`);
+    const two = (h: { state: string }) => heard.push(`two:${h.state}`);
+    const h = health.track("a", one);
+    expect(health.track("a", two)).toBe(h);
+    expect(health.size).toBe(1);
+    expect(health.get("a")).toBe(h);
+    for (let i = 0; i < 5; i++) {
+      health.start(h);
+      health.failure(h, "ECONNREFUSED");
+    }
+    expect(heard).toEqual(["one:ejected", "two:ejected"]);
+    health.untrack(h, one);
+    expect(health.size).toBe(1);
+    health.untrack(h, two);
+    health.untrack(h, two);
+    expect(health.size).toBe(0);
+    // Nobody holds it: a fresh record, not kept.
+    const fresh = health.get("a");
+    expect(fresh).not.toBe(h);
+    expect(fresh.state).toBe("healthy");
+    expect(health.size).toBe(0);
+  });
+
+  it("computes a view's state at the time of the view", () => {
+    const { health, fail, clock } = tracker();
+    const h = fail("a", 5);
+    expect(health.view("a")).toMatchObject({ state: "ejected", ejections: 1 });
+    expect(health.view("a").ejectedUntil).toBe(new Date(h.ejectedUntil).toISOString());
+    clock.advance(30_000);
+    expect(health.view("a")).toMatchObject({ state: "healthy", ejectedUntil: undefined, ejections: 1 });
+    expect(health.available(h)).toBe(true);
+    health.start(h);
+    expect(health.view("a").state).toBe("probing");
   });
 
   it("starts a recovered endpoint's slow start when its probe succeeds", () => {

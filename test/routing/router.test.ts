@@ -1,66 +1,14 @@
-import { describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { HealthTracker } from "../../src/routing/health.js";
-import { Balancer, type BalancerOptions } from "../../src/routing/router.js";
-import { type RouterOptions, TierMap } from "../../src/routing/tiers.js";
-import { countBy, endpoints, fixedWatch, manualClock, seededRandom } from "../helpers/routing.js";
+import { Balancer } from "../../src/routing/router.js";
+import { TierMap } from "../../src/routing/tiers.js";
+import { countBy, endpoints, fixedWatch, manualClock } from "../helpers/routing.js";
+import { CALLER, home, setup, west } from "./setup.js";
 
-/** nginx's smooth weighted round-robin, step by step as nginx does it (weights scaled to at most 64), for reference. */
-function nginxOrder(weights: readonly number[], steps: number): number[] {
-  let max = 0;
-  for (const w of weights) max = Math.max(max, w);
-  const scaled = weights.map((w) => Math.max(1, Math.round(w * Math.min(1, 64 / max))));
-  const total = scaled.reduce((a, b) => a + b, 0);
-  const current = scaled.map(() => 0);
-  const out: number[] = [];
-  for (let s = 0; s < steps; s++) {
-    let best = 0;
-    for (let i = 0; i < scaled.length; i++) {
-      current[i]! += scaled[i]!;
-      if (current[i]! > current[best]!) best = i;
-    }
-    current[best]! -= total;
-    out.push(best);
-  }
-  return out;
-}
-
-/** One endpoint per weight, all in the caller's zone, in the order given. */
-const weighted = (weights: readonly number[]) =>
-  weights.map(
-    (weight, i) =>
-      endpoints(1, {
-        cluster: "home",
-        region: "east",
-        zone: "east-a",
-        address: `10.9.${i >> 8}.${i & 255}`,
-        weight,
-      })[0]!,
-  );
-
-const CALLER: RouterOptions = { region: "east", zone: "east-a", failover: ["west"] };
-
-function setup(
-  eps: ReturnType<typeof endpoints>,
-  options: BalancerOptions = {},
-  caller: RouterOptions = CALLER,
-) {
-  const clock = manualClock();
-  const health = new HealthTracker({ now: clock, random: () => 0, failureRate: false });
-  const watch = fixedWatch(eps);
-  const tiers = new TierMap(caller);
-  const balancer = new Balancer(watch, tiers, health, { random: seededRandom(), ...options });
-  const eject = (e: (typeof eps)[number]) => {
-    const h = health.get(e.id);
-    for (let i = 0; i < 5; i++) {
-      health.start(h);
-      health.failure(h, "ECONNREFUSED");
-    }
-  };
-  return { clock, health, watch, tiers, balancer, eject };
-}
-
-const home = (n: number) => endpoints(n, { cluster: "home", region: "east", zone: "east-a" }, 1);
-const west = (n: number) => endpoints(n, { cluster: "west", region: "west", zone: "west-a" }, 2);
+afterEach(() => {
+  vi.useRealTimers();
+  vi.restoreAllMocks();
+});
 
 describe("Balancer", () => {
   it("sends every call to the home tier while it is healthy", () => {
@@ -169,108 +117,6 @@ describe("Balancer", () => {
     expect(spy).toHaveBeenCalledTimes(50);
   });
 
-  it("looks at two endpoints per pick at 10 000 endpoints", () => {
-    const { balancer, health } = setup(home(10_000));
-    balancer.pick();
-    const spy = vi.spyOn(health, "cost");
-    for (let i = 0; i < 100; i++) balancer.pick();
-    expect(spy).toHaveBeenCalledTimes(200);
-  });
-
-  it("prefers the endpoint with fewer requests in flight", () => {
-    const h = home(2);
-    const { balancer, health } = setup(h);
-    for (const e of h) health.observe(health.get(e.id), 10);
-    health.get(h[0]!.id).outstanding = 5;
-    expect(
-      countBy(
-        200,
-        () => balancer.pick(),
-        (e) => e.id,
-      ),
-    ).toEqual({ [h[1]!.id]: 200 });
-  });
-
-  it("prefers the endpoint with the lower peak-EWMA latency", () => {
-    const h = home(3);
-    const { balancer, health } = setup(h);
-    health.observe(health.get(h[0]!.id), 100);
-    health.observe(health.get(h[1]!.id), 10);
-    health.observe(health.get(h[2]!.id), 10);
-    const counts = countBy(
-      3000,
-      () => balancer.pick(),
-      (e) => e.id,
-    );
-    // The slow one wins only when paired with itself, which P2C never does.
-    expect(counts[h[0]!.id]).toBeUndefined();
-    expect(counts[h[1]!.id]! / 3000).toBeCloseTo(0.5, 1);
-  });
-
-  it("shares the load evenly between endpoints with no latency data", () => {
-    const h = home(4);
-    const { balancer } = setup(h);
-    const counts = countBy(
-      8000,
-      () => balancer.pick(),
-      (e) => e.id,
-    );
-    for (const e of h) expect(counts[e.id]! / 8000).toBeCloseTo(0.25, 1);
-  });
-
-  it("honours endpoint weights", () => {
-    const heavy = endpoints(1, { cluster: "home", region: "east", zone: "east-a", weight: 3 }, 1);
-    const light = endpoints(1, { cluster: "home", region: "east", zone: "east-a", weight: 1 }, 2);
-    for (const policy of ["p2c", "random", "round-robin"] as const) {
-      const { balancer } = setup([...heavy, ...light], { policy });
-      const counts = countBy(
-        4000,
-        () => balancer.pick(),
-        (e) => e.id,
-      );
-      expect(counts[heavy[0]!.id]! / 4000, policy).toBeCloseTo(0.75, 1);
-    }
-  });
-
-  it("cycles through endpoints in order with round-robin", () => {
-    const h = home(3);
-    const { balancer } = setup(h, { policy: "round-robin" });
-    const ids = Array.from({ length: 6 }, () => balancer.pick()!.id);
-    expect(ids).toEqual([...h, ...h].map((e) => e.id));
-  });
-
-  it("follows nginx's smooth weighted round-robin order when weights differ", () => {
-    const five = weighted([5, 1, 1]);
-    const { balancer } = setup(five, { policy: "round-robin" });
-    const ids = Array.from({ length: 14 }, () => five.indexOf(balancer.pick()!));
-    expect(ids).toEqual([0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]);
-
-    // Many distinct weights, some above 64 (scaled down), ties everywhere.
-    const random = seededRandom(7);
-    const weights = Array.from({ length: 60 }, (_, i) =>
-      i % 7 === 0 ? 1 + Math.floor(random() * 300) : 1 + Math.floor(random() * 6),
-    );
-    const list = weighted(weights);
-    const rr = setup(list, { policy: "round-robin" }).balancer;
-    const steps = 2 * nginxOrder(weights, 0).length + 2_000;
-    expect(Array.from({ length: steps }, () => list.indexOf(rr.pick()!))).toEqual(nginxOrder(weights, steps));
-  });
-
-  it("gives every endpoint its weight's share of each round-robin cycle", () => {
-    const weights = Array.from({ length: 1000 }, (_, i) => 1 + ((i * 7) % 4));
-    const list = weighted(weights);
-    const { balancer } = setup(list, { policy: "round-robin" });
-    const cycle = weights.reduce((a, b) => a + b, 0);
-    for (let round = 0; round < 2; round++) {
-      const counts = countBy(
-        cycle,
-        () => balancer.pick(),
-        (e) => e.id,
-      );
-      expect(list.map((e) => counts[e.id])).toEqual(weights);
-    }
-  });
-
   it("keeps its table and picker across a discovery update that changes nothing", () => {
     const h = home(3);
     const { balancer, watch, tiers, health } = setup([...h, ...west(3)], { policy: "round-robin" });
@@ -345,38 +191,6 @@ describe("Balancer", () => {
     expect([balancer.pick(), balancer.pick(), balancer.pick()]).toEqual([h[1], h[3], h[4]]);
   });
 
-  it("ramps a new endpoint's weight up over the slow-start window", () => {
-    const h = home(2);
-    const { balancer, watch, health, clock } = setup(h, { slowStart: { window: 10_000 } });
-    balancer.pick();
-    const added = endpoints(1, { cluster: "home", region: "east", zone: "east-a" }, 3);
-    watch.set([...h, ...added]);
-    for (const e of [...h, ...added]) health.observe(health.get(e.id), 10);
-    clock.advance(1000);
-    const early =
-      countBy(
-        3000,
-        () => balancer.pick(),
-        (e) => e.id,
-      )[added[0]!.id] ?? 0;
-    clock.advance(10_000);
-    const late =
-      countBy(
-        3000,
-        () => balancer.pick(),
-        (e) => e.id,
-      )[added[0]!.id] ?? 0;
-    expect(early).toBeLessThan(late / 2);
-    expect(late / 3000).toBeCloseTo(1 / 3, 1);
-  });
-
-  it("does not slow-start the endpoints of the first snapshot", () => {
-    const h = home(2);
-    const { balancer, health } = setup(h, { slowStart: { window: 10_000 } });
-    balancer.pick();
-    for (const e of h) expect(health.get(e.id).warmingSince).toBe(0);
-  });
-
   it("skips excluded endpoints and prefers another cluster when asked", () => {
     const h = home(2);
     const w = west(2);
@@ -385,10 +199,6 @@ describe("Balancer", () => {
       expect(balancer.pick({ exclude: [h[0]!.id] })!.id).toBe(h[1]!.id);
       expect(balancer.pick({ exclude: [h[0]!.id], avoidCluster: "home" })!.cluster).toBe("west");
     }
-    const all = [...h, ...w].map((e) => e.id);
-    expect(balancer.pick({ exclude: all, hard: true })).toBeUndefined();
-    // Soft exclusion: with every endpoint tried, one is picked again.
-    expect(all).toContain(balancer.pick({ exclude: all })!.id);
     // With no other cluster left, the avoided one is still used.
     expect(balancer.pick({ exclude: [...w, h[0]!].map((e) => e.id), avoidCluster: "home" })!.id).toBe(
       h[1]!.id,
@@ -462,5 +272,184 @@ describe("Balancer", () => {
       ["failover:west", true],
     ]);
     expect(rows[1]!.unavailableReason).toBe("ejected");
+  });
+
+  it("excludes endpoints by id, so a discovery refresh cannot send a retry back to the one that failed", () => {
+    const { balancer, watch } = setup(home(2));
+    const tried = balancer.pick()!;
+    // A refresh that adds an endpoint re-creates every endpoint object, with the same ids.
+    watch.set([...home(2), ...home(1, 5)]);
+    const again = watch.snapshot.endpoints.find((e) => e.id === tried.id)!;
+    expect(again).not.toBe(tried);
+    for (let i = 0; i < 300; i++) expect(balancer.pick({ exclude: [tried.id] })!.id).not.toBe(tried.id);
+  });
+
+  it("falls back to an endpoint already tried when it is the only candidate, unless the exclusion is hard", () => {
+    const [only] = home(1);
+    const one = setup([only!]).balancer;
+    expect(one.pick({ exclude: [only!.id] })).toBe(only);
+    expect(one.pick({ exclude: [only!.id], hard: true })).toBeUndefined();
+
+    // Two endpoints, one ejected: the healthy one is the only candidate.
+    const h = home(2);
+    const { balancer, eject } = setup(h);
+    eject(h[1]!);
+    for (let i = 0; i < 50; i++) expect(balancer.pick({ exclude: [h[0]!.id] })).toBe(h[0]);
+    expect(balancer.pick({ exclude: [h[0]!.id], hard: true })).toBeUndefined();
+  });
+
+  it("keeps preferring another cluster when it falls back to endpoints already tried", () => {
+    const h = home(2);
+    const w = west(2);
+    const { balancer } = setup([...h, ...w]);
+    const all = [...h, ...w].map((e) => e.id);
+    for (let i = 0; i < 50; i++)
+      expect(balancer.pick({ exclude: all, avoidCluster: "home" })!.cluster).toBe("west");
+    expect(balancer.pick({ exclude: all, hard: true })).toBeUndefined();
+  });
+
+  it("tells only the balancer whose endpoint changed health, and fires its change event", () => {
+    const clock = manualClock();
+    const health = new HealthTracker({ now: clock, random: () => 0, failureRate: false });
+    const tiers = new TierMap(CALLER);
+    const mine = home(3);
+    const a = new Balancer(fixedWatch(mine), tiers, health);
+    const b = new Balancer(fixedWatch(west(3)), tiers, health);
+    a.pick();
+    b.pick();
+    const events = { a: 0, b: 0 };
+    a.onChange((x) => {
+      expect(x).toBe(a);
+      events.a++;
+    });
+    b.onChange(() => events.b++);
+    const versions = { a: a.version, b: b.version };
+    const h = a.healthOf(mine[0]!);
+    for (let i = 0; i < 5; i++) {
+      health.start(h);
+      health.failure(h, "ECONNREFUSED");
+    }
+    expect(events).toEqual({ a: 1, b: 0 });
+    expect(a.version).toBeGreaterThan(versions.a);
+    expect(b.version).toBe(versions.b);
+    const available = vi.spyOn(health, "available");
+    b.pick();
+    expect(available).not.toHaveBeenCalled();
+    a.pick();
+    expect(available).toHaveBeenCalledTimes(3);
+  });
+
+  it("fires its change event when its endpoints change, not on a refresh that changes nothing", () => {
+    const h = home(3);
+    const { balancer, watch } = setup(h);
+    let events = 0;
+    balancer.onChange(() => events++);
+    watch.set([...watch.snapshot.endpoints]);
+    expect(events).toBe(0);
+    watch.set(h.slice(0, 2));
+    expect(events).toBe(1);
+  });
+
+  it("fires its change event when an ejection ends, and not once unsubscribed", () => {
+    vi.useFakeTimers();
+    const health = new HealthTracker({ now: () => Date.now(), random: () => 0, failureRate: false });
+    const h = home(2);
+    const balancer = new Balancer(fixedWatch(h), new TierMap(CALLER), health);
+    let events = 0;
+    const sub = balancer.onChange(() => events++);
+    const r = balancer.healthOf(h[0]!);
+    for (let i = 0; i < 5; i++) {
+      health.start(r);
+      health.failure(r, "ECONNREFUSED");
+    }
+    expect(events).toBe(1);
+    vi.advanceTimersByTime(29_999);
+    expect(events).toBe(1);
+    vi.advanceTimersByTime(1);
+    expect(events).toBe(2);
+    expect(balancer.tiers()[0]!.healthy).toBe(2);
+    sub.dispose();
+    health.start(r);
+    health.failure(r, "ECONNREFUSED");
+    vi.advanceTimersByTime(120_000);
+    expect(events).toBe(2);
+  });
+
+  it("contains a change listener that throws: health reporting and other listeners carry on", () => {
+    const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+    const h = home(2);
+    const { balancer, eject, health } = setup(h);
+    const boom = new Error("listener bug");
+    balancer.onChange(() => {
+      throw boom;
+    });
+    let heard = 0;
+    balancer.onChange(() => heard++);
+    expect(() => eject(h[0]!)).not.toThrow();
+    expect(balancer.healthOf(h[0]!).state).toBe("ejected");
+    expect(heard).toBe(1);
+    expect(warn).toHaveBeenCalledWith(boom);
+    expect(health.size).toBe(2);
+  });
+
+  it("keeps a health record while some open balancer uses the endpoint, and forgets it after", () => {
+    const health = new HealthTracker({ now: manualClock(), random: () => 0 });
+    const tiers = new TierMap(CALLER);
+    const shared = home(2);
+    const a = new Balancer(fixedWatch(shared), tiers, health);
+    const b = new Balancer(fixedWatch([shared[0]!, ...west(1)]), tiers, health);
+    expect(health.size).toBe(3);
+    expect(a.healthOf(shared[0]!)).toBe(b.healthOf(shared[0]!));
+    a.close();
+    a.close();
+    expect(health.size).toBe(2);
+    b.close();
+    expect(health.size).toBe(0);
+  });
+
+  it("forgets the health of endpoints that leave the snapshot", () => {
+    const h = home(3);
+    const { balancer, watch, health, eject } = setup(h);
+    eject(h[2]!);
+    expect(health.size).toBe(3);
+    watch.set(h.slice(0, 2));
+    expect(health.size).toBe(2);
+    // Back again: a new record, its old ejection forgotten.
+    watch.set(h);
+    expect(balancer.healthOf(h[2]!).state).toBe("healthy");
+  });
+
+  it("stops following discovery and health once closed, and still picks from its last set", () => {
+    const h = home(2);
+    const { balancer, watch, health } = setup(h);
+    let events = 0;
+    balancer.onChange(() => events++);
+    balancer.close();
+    watch.set(home(5));
+    expect(events).toBe(0);
+    expect(health.size).toBe(0);
+    expect(h).toContain(balancer.pick());
+  });
+
+  it("never shows an endpoint as ejected once its ejection time is over", () => {
+    const h = home(2);
+    const { balancer, eject, clock } = setup(h);
+    eject(h[0]!);
+    const before = balancer.order().find((r) => r.endpoint.id === h[0]!.id)!;
+    expect([before.available, before.unavailableReason, before.health.state]).toEqual([
+      false,
+      "ejected",
+      "ejected",
+    ]);
+    expect(before.health.ejectedUntil).toBeDefined();
+    clock.advance(30_000);
+    const after = balancer.order().find((r) => r.endpoint.id === h[0]!.id)!;
+    expect([after.available, after.unavailableReason, after.health.state]).toEqual([
+      true,
+      undefined,
+      "healthy",
+    ]);
+    expect(after.health.ejectedUntil).toBeUndefined();
+    expect(after.health.ejections).toBe(1);
   });
 });
