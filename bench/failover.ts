@@ -34,17 +34,15 @@ import { once } from "node:events";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { Agent, type Dispatcher, request } from "undici";
-import {
-  Balancer,
-  CallPolicy,
-  HealthTracker,
-  type HttpRoutes,
-  meshInterceptor,
-  parseServiceName,
-  Registry,
-  staticDiscovery,
-  TierMap,
-} from "../src/index.js";
+import { parseServiceName } from "../src/discovery/names.js";
+import { Registry } from "../src/discovery/registry.js";
+import { staticDiscovery } from "../src/discovery/static.js";
+import { CallPolicy } from "../src/resilience/policy.js";
+import { HealthTracker } from "../src/routing/health.js";
+import { Balancer } from "../src/routing/router.js";
+import { TierMap } from "../src/routing/tiers.js";
+import { meshInterceptor } from "../src/transport/http/interceptor.js";
+import type { HttpRoutes } from "../src/transport/http/routes.js";
 import {
   fmt,
   median,

@@ -14,16 +14,12 @@
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import {
-  Balancer,
-  HealthTracker,
-  parseServiceName,
-  Registry,
-  type StaticBackend,
-  type StaticEndpoint,
-  staticDiscovery,
-  TierMap,
-} from "meshlink";
+import { parseServiceName } from "../src/discovery/names.js";
+import { Registry } from "../src/discovery/registry.js";
+import { type StaticBackend, type StaticEndpoint, staticDiscovery } from "../src/discovery/static.js";
+import { HealthTracker } from "../src/routing/health.js";
+import { Balancer } from "../src/routing/router.js";
+import { TierMap } from "../src/routing/tiers.js";
 import {
   finish,
   fmt,

@@ -117,7 +117,7 @@ export interface Mesh {
    * calls go through the mesh. Short `svc.ns` hosts are routed only when a
    * backend claims them (they could be public domains).
    */
-  readonly dispatcher: MeshDispatcher;
+  readonly dispatcher: Dispatcher;
   /** A drop-in WHATWG `fetch` (the global `Request`/`Response`), through the mesh. */
   fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
   /**
