@@ -349,6 +349,15 @@ function isPlain(value: object): boolean {
  * 1 000 entries; what lies beyond is dropped rather than risked).
  */
 function redactValue(value: unknown): unknown {
+  try {
+    return redactedCopy(value);
+  } catch {
+    // A getter that throws, a proxy: nothing of it can be shown safely.
+    return REDACTED;
+  }
+}
+
+function redactedCopy(value: unknown): unknown {
   let budget = 1000;
   const hasSecret = (v: unknown, depth: number): boolean => {
     if (typeof v !== "object" || v === null || !isPlain(v)) return false;

@@ -182,6 +182,8 @@ describe("resolveConfig: unknown keys", () => {
     );
     expect(union.source).toBe("policy.budget.percnt");
     expect(union.message).toContain('did you mean "percent"?');
+    const neither = configError(() => resolveConfig({ env: {}, policy: { budget: true } } as never));
+    expect([neither.source, neither.value]).toEqual(["policy.budget", true]);
   });
 
   it("suggests nothing for a key that is like no option", () => {
@@ -467,5 +469,15 @@ describe("formatValue", () => {
     cyclic.self = cyclic;
     expect(formatValue(cyclic)).toBe('{"token":[redacted],"name":"n","self":[circular]}');
     expect(formatValue({ keycloak: "k" })).toBe('{"keycloak":"k"}');
+  });
+
+  it("survives a value whose getter throws, in a ConfigError too", () => {
+    const hostile = {
+      get boom(): never {
+        throw new Error("no");
+      },
+    };
+    expect(typeof formatValue(hostile)).toBe("string");
+    expect(new ConfigError("policy", hostile, "expected an object").code).toBe(ErrorCodes.CONFIG);
   });
 });

@@ -52,13 +52,13 @@ interface Issue {
  * The issue to report. A union (`budget: false | {…}`) fails as a whole; the
  * useful issue is inside the branch that matched the value's shape — the one
  * whose issues do not all sit at the union itself — with its path made
- * absolute.
+ * absolute. When no branch matched (`budget: true`), the union's own issue.
  */
 function innermost(issue: Issue): Issue {
   if (issue.code !== "invalid_union" || !issue.errors) return issue;
-  const branch =
-    issue.errors.find((issues) => issues.some((i) => i.path.length > 0 || i.code === "unrecognized_keys")) ??
-    issue.errors[0];
+  const branch = issue.errors.find((issues) =>
+    issues.some((i) => i.path.length > 0 || i.code === "unrecognized_keys"),
+  );
   const inner = branch?.[0];
   if (inner === undefined) return issue;
   return innermost({ ...inner, path: [...issue.path, ...inner.path] });
