@@ -2,17 +2,30 @@
  * Configuration: explicit options ⊕ environment ⊕ config file ⊕ defaults,
  * in that order of precedence, validated with zod. A bad value fails fast
  * with a {@link ConfigError} that names the option, variable or file field
- * and the value.
+ * and shows at most a short excerpt of the value. Unknown keys are errors,
+ * in code as in files.
  *
  * @module
  */
 
-import { readFileSync } from "node:fs";
-import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import type { DiscoveryBackend } from "../discovery/discovery.js";
 import { ConfigError } from "../errors.js";
+import { parseConfigText, readConfigText } from "./file.js";
+import {
+  LOCALITY,
+  localityName,
+  type OutlierConfig,
+  outlierSchema,
+  type PolicyConfig,
+  policySchema,
+  type RoutingConfig,
+  routingSchema,
+} from "./schema.js";
 import { parseOptions } from "./validate.js";
+
+export { MAX_CONFIG_FILE_BYTES } from "./file.js";
+export type { OutlierConfig, PolicyConfig, RoutingConfig } from "./schema.js";
 
 /** The environment variables meshlink reads. Their names are part of the public contract. */
 export const ENV = {
@@ -25,258 +38,6 @@ export const ENV = {
   /** Path of a JSON or YAML config file. */
   CONFIG: "MESHLINK_CONFIG",
 } as const;
-
-const LOCALITY = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
-const localityName = (what: string) =>
-  z.string().regex(LOCALITY, `invalid ${what}: letters, digits, '.', '_' and '-' only`);
-
-const policySchema: z.ZodType<PolicyConfig> = z.strictObject({
-  attempts: z.number().int().min(1).max(10).optional(),
-  perTryTimeout: z.number().int().positive().max(3_600_000).optional(),
-  retryOn: z.array(z.number().int().min(100).max(599)).optional(),
-  deadline: z.number().int().positive().max(86_400_000).optional(),
-  propagateDeadline: z.boolean().optional(),
-  retryOnRateLimited: z.boolean().optional(),
-  maxRetryAfter: z.number().int().min(0).max(3_600_000).optional(),
-  backoff: z
-    .strictObject({
-      base: z.number().min(0).max(60_000).optional(),
-      max: z.number().min(0).max(600_000).optional(),
-    })
-    .optional(),
-  budget: z
-    .union([
-      z.literal(false),
-      z.strictObject({
-        percent: z.number().min(0).max(1).optional(),
-        minRetriesPerSecond: z.number().min(0).max(1_000_000).optional(),
-        ttl: z.number().int().min(1000).max(3_600_000).optional(),
-      }),
-    ])
-    .optional(),
-  hedging: z
-    .strictObject({
-      delay: z.union([z.number().int().min(1).max(3_600_000), z.literal("p95")]).optional(),
-      maxExtraLoad: z.number().min(0).max(1).optional(),
-      minPerSecond: z.number().min(0).max(1_000_000).optional(),
-      services: z.array(z.string().min(1)).optional(),
-    })
-    .optional(),
-  bulkhead: z
-    .strictObject({
-      maxRequestsPerEndpoint: z.number().int().positive().optional(),
-      maxRequestsPerService: z.number().int().positive().optional(),
-    })
-    .optional(),
-});
-
-const routingSchema: z.ZodType<RoutingConfig> = z.strictObject({
-  cluster: z.string().min(1).optional(),
-  subzone: z.string().min(1).optional(),
-  lbPolicy: z.enum(["p2c", "round-robin", "random"]).optional(),
-  overprovisioningFactor: z.number().min(1).max(100).optional(),
-  panicThreshold: z.number().min(0).max(1).optional(),
-  latencyDecay: z.number().int().positive().max(3_600_000).optional(),
-  slowStart: z
-    .strictObject({
-      window: z.number().int().min(0).max(3_600_000),
-      aggression: z.number().positive().max(100).optional(),
-      minWeight: z.number().gt(0).max(1).optional(),
-    })
-    .optional(),
-  failoverPriority: z
-    .array(z.enum(["region", "zone", "subzone", "cluster"]))
-    .min(1)
-    .max(4)
-    .optional(),
-  distribute: z
-    .array(
-      z.strictObject({
-        from: z.string().min(1),
-        to: z.record(z.string().min(1), z.number().min(0).max(1_000_000)),
-      }),
-    )
-    .optional(),
-});
-
-const outlierSchema: z.ZodType<OutlierConfig> = z.strictObject({
-  consecutiveFailures: z.number().int().min(1).max(1000).optional(),
-  baseEjectionTime: z.number().int().positive().optional(),
-  maxEjectionTime: z.number().int().positive().optional(),
-  ejectionJitter: z.number().min(0).max(1).optional(),
-  failureRate: z
-    .union([
-      z.literal(false),
-      z.strictObject({
-        threshold: z.number().gt(0).lt(1).optional(),
-        window: z.number().int().min(1).max(100_000).optional(),
-        minimumRequests: z.number().int().min(1).max(100_000).optional(),
-      }),
-    ])
-    .optional(),
-});
-
-const fileSchema = z.strictObject({
-  region: localityName("region").optional(),
-  zone: localityName("zone").optional(),
-  failover: z.array(localityName("region")).optional(),
-  discovery: z
-    .array(
-      z
-        .record(z.string(), z.unknown())
-        .refine((o) => Object.keys(o).length === 1, "each discovery entry names exactly one backend kind"),
-    )
-    .optional(),
-  policy: policySchema.optional(),
-  outlierDetection: outlierSchema.optional(),
-  routing: routingSchema.optional(),
-  settleTimeout: z.number().int().positive().optional(),
-});
-
-const optionsSchema = z.object({
-  region: localityName("region").optional(),
-  zone: localityName("zone").optional(),
-  failover: z.array(localityName("region")).optional(),
-  discovery: z.array(z.custom<DiscoveryBackend>(isBackend, "not a discovery backend")).optional(),
-  policy: policySchema.optional(),
-  outlierDetection: outlierSchema.optional(),
-  routing: routingSchema.optional(),
-  settleTimeout: z.number().int().positive().optional(),
-  config: z.string().min(1).optional(),
-  env: z.record(z.string(), z.string().optional()).optional(),
-});
-
-function isBackend(v: unknown): v is DiscoveryBackend {
-  return (
-    typeof v === "object" &&
-    v !== null &&
-    typeof (v as DiscoveryBackend).watch === "function" &&
-    typeof (v as DiscoveryBackend).name === "string"
-  );
-}
-
-/** Call policy options: timeouts, retries, budget, hedging, bulkheads. See docs/routing.md §6. */
-export interface PolicyConfig {
-  /** Attempts per call, the first included; default 2. */
-  attempts?: number | undefined;
-  /** Per-try timeout on the response headers, ms; default 15 000. */
-  perTryTimeout?: number | undefined;
-  /** Statuses that are endpoint failures and retried; default 502, 503, 504. */
-  retryOn?: number[] | undefined;
-  /** Overall deadline of a call, ms, until the response ends; default none. */
-  deadline?: number | undefined;
-  /** Send `x-meshlink-timeout-ms` (the time left) with each attempt of a call that has a deadline or a configured per-try timeout; default true. */
-  propagateDeadline?: boolean | undefined;
-  /** Retry a 429 after its `Retry-After`; default true. */
-  retryOnRateLimited?: boolean | undefined;
-  /** The longest `Retry-After` waited for, ms; default 10 000. */
-  maxRetryAfter?: number | undefined;
-  /** Retry back-off, ms: full jitter under `base × (2^n − 1)`, capped at `max`; default 25 and 250. */
-  backoff?:
-    | {
-        /** First ceiling, ms; default 25. */
-        base?: number | undefined;
-        /** Largest ceiling, ms; default 10 × base. */
-        max?: number | undefined;
-      }
-    | undefined;
-  /** Retry budget (Finagle), or `false` for none; default 20 % of requests + 10 retries/s over 10 s. */
-  budget?:
-    | false
-    | {
-        /** Retries as a share of requests; default 0.2. */
-        percent?: number | undefined;
-        /** Retries per second whatever the rate; default 10. */
-        minRetriesPerSecond?: number | undefined;
-        /** How long deposits and withdrawals count, ms; default 10 000. */
-        ttl?: number | undefined;
-      }
-    | undefined;
-  /** Hedging; off unless a service is listed or a call asks (`x-meshlink-hedge`). */
-  hedging?:
-    | {
-        /** Delay before the second attempt: ms, or `p95`; default `p95`. */
-        delay?: number | "p95" | undefined;
-        /** Extra load hedges may add, as a share of requests; default 0.01. */
-        maxExtraLoad?: number | undefined;
-        /** Hedges per second allowed whatever the rate; default 0. */
-        minPerSecond?: number | undefined;
-        /** Services hedged by default. */
-        services?: string[] | undefined;
-      }
-    | undefined;
-  /** Most requests in flight; default unlimited. */
-  bulkhead?:
-    | {
-        /** Per endpoint. */
-        maxRequestsPerEndpoint?: number | undefined;
-        /** Per service. */
-        maxRequestsPerService?: number | undefined;
-      }
-    | undefined;
-}
-
-/** Outlier detection options. See docs/routing.md §5. */
-export interface OutlierConfig {
-  /** Consecutive failures that eject an endpoint; default 5. */
-  consecutiveFailures?: number | undefined;
-  /** Base ejection time, ms, multiplied by the times ejected; default 30 000. */
-  baseEjectionTime?: number | undefined;
-  /** Longest ejection, ms; default 300 000. */
-  maxEjectionTime?: number | undefined;
-  /** Random extra share of each ejection; default 0.1. */
-  ejectionJitter?: number | undefined;
-  /** The failure-rate rule, or `false` to turn it off; default 85 % of the last 100 calls, after 50. */
-  failureRate?:
-    | false
-    | {
-        /** Failure share above which the endpoint is ejected, in (0, 1); default 0.85. */
-        threshold?: number | undefined;
-        /** Calls counted; default 100. */
-        window?: number | undefined;
-        /** Calls needed before the rule applies; default 50. */
-        minimumRequests?: number | undefined;
-      }
-    | undefined;
-}
-
-/** Routing options: tiers, spill-over, panic, locality rules, the in-tier policy. See docs/routing.md §1–4. */
-export interface RoutingConfig {
-  /** The caller's cluster, for `failoverPriority: ["cluster"]`. */
-  cluster?: string | undefined;
-  /** The caller's sub-zone, for `failoverPriority: ["subzone"]`. */
-  subzone?: string | undefined;
-  /** How a tier picks among its endpoints; default `p2c`. */
-  lbPolicy?: "p2c" | "round-robin" | "random" | undefined;
-  /** Envoy's overprovisioning factor; default 1.4. */
-  overprovisioningFactor?: number | undefined;
-  /** Envoy's panic threshold, in [0, 1]; default 0.5; 0 turns panic off. */
-  panicThreshold?: number | undefined;
-  /** Peak-EWMA latency decay, ms; default 10 000. */
-  latencyDecay?: number | undefined;
-  /** Slow start of new and recovered endpoints; default off. */
-  slowStart?:
-    | {
-        /** Ramp length, ms; 0 turns it off. */
-        window: number;
-        /** Ramp shape; default 1 (linear). */
-        aggression?: number | undefined;
-        /** Least share of its weight while ramping; default 0.1. */
-        minWeight?: number | undefined;
-      }
-    | undefined;
-  /** Istio's `failoverPriority`: labels compared in order with the caller's. */
-  failoverPriority?: ("region" | "zone" | "subzone" | "cluster")[] | undefined;
-  /** Istio's `distribute`: fixed locality splits by caller locality. */
-  distribute?:
-    | {
-        /** Callers the rule applies to, `region/zone/subzone` with `*`. */
-        from: string;
-        /** Target localities and their weights. */
-        to: Record<string, number>;
-      }[]
-    | undefined;
-}
 
 /** Options of `createMesh`. Every one is optional: the environment, the config file and defaults fill in. */
 export interface MeshOptions {
@@ -296,6 +57,31 @@ export interface MeshOptions {
   routing?: RoutingConfig;
   /** How long a first call waits for discovery backends that have not answered yet, in ms; default 5 000. */
   settleTimeout?: number;
+  /**
+   * Connection pools (undici Agent options); each field defaults to undici's
+   * own value. See docs/configuration.md.
+   */
+  agent?: {
+    /** Most connections per endpoint; `null` (the default): no limit, as undici. */
+    connections?: number | null | undefined;
+    /** How long an idle keep-alive connection stays open when the server sends no `Keep-Alive: timeout`, ms; default 4 000. */
+    keepAliveTimeout?: number | undefined;
+    /** The longest `Keep-Alive: timeout` of a server that is honoured, ms; default 600 000. */
+    keepAliveMaxTimeout?: number | undefined;
+    /** Time to establish a connection (TCP and TLS), ms; default 10 000, as undici. */
+    connectTimeout?: number | undefined;
+    /** Requests in flight on one connection (HTTP/1.1 pipelining); default 1; 0 turns keep-alive off. */
+    pipelining?: number | undefined;
+    /** TLS sessions cached per endpoint for resumption; default 100; 0 turns resumption off. */
+    maxCachedSessions?: number | undefined;
+  };
+  /**
+   * How long a service nobody calls is kept, in ms: after it, its watch,
+   * balancer, health records and counters are forgotten (a later call
+   * resolves it afresh). Default 600 000 (10 minutes); 0 keeps every
+   * service for the life of the mesh; otherwise at least 1 000.
+   */
+  serviceIdleTimeout?: number;
   /** Path of a JSON or YAML config file; default `MESHLINK_CONFIG`. */
   config?: string;
   /** The environment to read; default `process.env`. */
@@ -304,7 +90,7 @@ export interface MeshOptions {
 
 /** One discovery backend described in the config file: its kind and raw options. */
 export interface BackendSpec {
-  /** The kind, e.g. `static`. */
+  /** The kind, e.g. `static`: lowercase letters, digits and `-`; look it up with `discoveryKind()`. */
   readonly kind: string;
   /** The backend's options as written. */
   readonly options: unknown;
@@ -332,6 +118,120 @@ export interface ResolvedConfig {
   readonly routing: RoutingConfig;
   /** Discovery settle timeout, ms. */
   readonly settleTimeout: number;
+  /** Connection pool options, every default filled in (undici's own). */
+  readonly agent: {
+    /** Most connections per endpoint (undici `connections`); `null`: no limit. */
+    readonly connections: number | null;
+    /** Keep-alive timeout when the server sends none, ms (undici `keepAliveTimeout`). */
+    readonly keepAliveTimeout: number;
+    /** The longest server keep-alive timeout honoured, ms (undici `keepAliveMaxTimeout`). */
+    readonly keepAliveMaxTimeout: number;
+    /** Connect timeout, ms (undici `connect.timeout`). */
+    readonly connectTimeout: number;
+    /** Requests in flight per connection (undici `pipelining`). */
+    readonly pipelining: number;
+    /** TLS sessions cached per endpoint (undici `connect.maxCachedSessions`). */
+    readonly maxCachedSessions: number;
+  };
+  /** How long an uncalled service is kept, ms; 0: for ever. */
+  readonly serviceIdleTimeout: number;
+}
+
+/** @internal The defaults of `agent`: undici's own. */
+export const AGENT_DEFAULTS: ResolvedConfig["agent"] = Object.freeze({
+  connections: null,
+  keepAliveTimeout: 4_000,
+  keepAliveMaxTimeout: 600_000,
+  connectTimeout: 10_000,
+  pipelining: 1,
+  maxCachedSessions: 100,
+});
+
+/** @internal The default `serviceIdleTimeout`: 10 minutes. */
+export const SERVICE_IDLE_TIMEOUT_DEFAULT = 600_000;
+
+const agentSchema = z.strictObject({
+  connections: z.number().int().min(1).max(100_000).nullable().optional(),
+  keepAliveTimeout: z.number().int().min(1).max(3_600_000).optional(),
+  keepAliveMaxTimeout: z.number().int().min(1).max(3_600_000).optional(),
+  connectTimeout: z.number().int().min(1).max(600_000).optional(),
+  pipelining: z.number().int().min(0).max(128).optional(),
+  maxCachedSessions: z.number().int().min(0).max(100_000).optional(),
+});
+
+// 0 is "never"; below a second a service would be forgotten between the calls
+// of one burst; above 2^31 − 1 ms a Node.js timer fires at once.
+const serviceIdleTimeoutSchema = z
+  .number()
+  .int()
+  .min(0)
+  .max(2_147_483_647)
+  .refine((ms) => ms === 0 || ms >= 1_000, "0 (never) or at least 1000 ms");
+
+/** What the config file and the options share. */
+const shared = {
+  region: localityName("region").optional(),
+  zone: localityName("zone").optional(),
+  failover: z.array(localityName("region")).optional(),
+  policy: policySchema.optional(),
+  outlierDetection: outlierSchema.optional(),
+  routing: routingSchema.optional(),
+  settleTimeout: z.number().int().positive().optional(),
+  agent: agentSchema.optional(),
+  serviceIdleTimeout: serviceIdleTimeoutSchema.optional(),
+};
+
+// Discovery entries are checked by `backendSpecsOf`, on the raw values: a
+// zod record copies keys into a plain object, where `__proto__` vanishes.
+const fileSchema = z.strictObject({ ...shared, discovery: z.array(z.unknown()).optional() });
+
+const optionsSchema = z.strictObject({
+  ...shared,
+  discovery: z.array(z.custom<DiscoveryBackend>(isBackend, "not a discovery backend")).optional(),
+  config: z.string().min(1).optional(),
+  env: z.record(z.string(), z.string().optional()).optional(),
+});
+
+function isBackend(v: unknown): v is DiscoveryBackend {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof (v as DiscoveryBackend).watch === "function" &&
+    typeof (v as DiscoveryBackend).name === "string"
+  );
+}
+
+/** The syntax of a discovery kind, as `registerDiscoveryKind` requires it. */
+const KIND = /^[a-z][a-z0-9-]*$/;
+
+/**
+ * The backend specs of a config file's `discovery` list. Each entry is a
+ * mapping of exactly one kind to its options. Kinds are read as own keys of
+ * the entry as parsed and never looked up on an object: `constructor` or
+ * `hasOwnProperty` is a kind name like any other (well-formed or not), and
+ * an unknown one is reported where the kind registry is consulted.
+ */
+function backendSpecsOf(entries: readonly unknown[], file: string): BackendSpec[] {
+  return entries.map((entry, i) => {
+    const at = `${file}: discovery[${i}]`;
+    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+      throw new ConfigError(
+        at,
+        entry,
+        "each discovery entry maps one backend kind to its options, e.g. `- static: {…}`",
+      );
+    }
+    const keys = Object.keys(entry);
+    if (keys.length !== 1) {
+      throw new ConfigError(at, keys, `names ${keys.length} backend kinds; each entry names exactly one`);
+    }
+    const kind = keys[0]!;
+    if (!KIND.test(kind)) {
+      throw new ConfigError(at, kind, "not a discovery backend kind: lowercase letters, digits and '-' only");
+    }
+    const options = Object.getOwnPropertyDescriptor(entry, kind)?.value;
+    return { kind, options, source: `${at}.${kind}` };
+  });
 }
 
 function envLocality(
@@ -362,29 +262,29 @@ export function parseFailoverList(raw: string, source: string = ENV.FAILOVER): s
   return items;
 }
 
-/** Reads and validates a JSON or YAML config file. */
-export function loadConfigFile(path: string, source: string): z.infer<typeof fileSchema> & { path: string } {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(source, path, `cannot read config file: ${(err as Error).message}`, { cause: err });
+/**
+ * Reads and validates a JSON or YAML config file: a regular file of at most
+ * `MAX_CONFIG_FILE_BYTES`, whose errors name `source` (the variable or
+ * option that named it) or the field, never repeating its text.
+ */
+export function loadConfigFile(
+  path: string,
+  source: string,
+): Omit<z.infer<typeof fileSchema>, "discovery"> & { path: string; discovery?: BackendSpec[] } {
+  const data = parseConfigText(readConfigText(path, source), path, source);
+  const file = parseOptions(fileSchema, data, `${path}: `);
+  const { discovery, ...rest } = file;
+  return { ...rest, path, ...(discovery && { discovery: backendSpecsOf(discovery, path) }) };
+}
+
+/** `{...a, ...b}` without letting an `undefined` in `b` hide a value in `a`. */
+function merge<T extends object>(...layers: (Partial<T> | undefined)[]): T {
+  const out: Record<string, unknown> = {};
+  for (const layer of layers) {
+    if (layer === undefined) continue;
+    for (const [key, value] of Object.entries(layer)) if (value !== undefined) out[key] = value;
   }
-  let data: unknown;
-  try {
-    data = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
-  } catch (err) {
-    throw new ConfigError(
-      source,
-      path,
-      `config file is not valid ${/\.json$/i.test(path) ? "JSON" : "YAML"}: ${(err as Error).message}`,
-      {
-        cause: err,
-      },
-    );
-  }
-  if (data === null || data === undefined) data = {};
-  return { ...parseOptions(fileSchema, data, `${path}: `), path };
+  return out as T;
 }
 
 /**
@@ -407,20 +307,17 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
   if (dup !== undefined)
     throw new ConfigError("failover", failover, `region ${JSON.stringify(dup)} listed twice`);
 
-  const backendSpecs = (file?.discovery ?? []).map((entry, i) => {
-    const kind = Object.keys(entry)[0]!;
-    return { kind, options: entry[kind], source: `${file!.path}: discovery[${i}].${kind}` };
-  });
-
   return {
     region,
     zone: opts.zone ?? envLocality(env, ENV.ZONE, "zone") ?? file?.zone ?? "",
     failover,
     backends: opts.discovery ?? [],
-    backendSpecs: opts.discovery ? [] : backendSpecs,
-    policy: { ...file?.policy, ...opts.policy },
-    outlierDetection: { ...file?.outlierDetection, ...opts.outlierDetection },
-    routing: { ...file?.routing, ...opts.routing },
+    backendSpecs: opts.discovery ? [] : (file?.discovery ?? []),
+    policy: merge<PolicyConfig>(file?.policy, opts.policy),
+    outlierDetection: merge<OutlierConfig>(file?.outlierDetection, opts.outlierDetection),
+    routing: merge<RoutingConfig>(file?.routing, opts.routing),
     settleTimeout: opts.settleTimeout ?? file?.settleTimeout ?? 5_000,
+    agent: Object.freeze(merge<ResolvedConfig["agent"]>(AGENT_DEFAULTS, file?.agent, opts.agent)),
+    serviceIdleTimeout: opts.serviceIdleTimeout ?? file?.serviceIdleTimeout ?? SERVICE_IDLE_TIMEOUT_DEFAULT,
   };
 }

@@ -5,6 +5,9 @@
  * @module
  */
 
+import { isIP } from "node:net";
+import { InvalidEndpointError } from "../errors.js";
+
 /** Where an endpoint runs. Empty strings stand for "unknown". */
 export interface Locality {
   /** Region, e.g. `us-east-1`. */
@@ -91,15 +94,61 @@ export function hostPort(address: string, port: number): string {
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
+/** One RFC 1123 label: letters, digits and inner hyphens, 1–63 characters. */
+const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+const NUMERIC = /^[0-9]+$/;
+
 /**
- * Builds a frozen {@link Endpoint}, filling defaults.
+ * Why `address` cannot be an endpoint's address, or undefined when it can:
+ * an IPv4 or IPv6 literal (no brackets, no zone index: neither fits in a
+ * URL's host), or an RFC 1123 host name whose last label is not all digits
+ * (`999.1.1.1` and `10.1` are broken IPv4 addresses, not names). A host
+ * name may end with a dot. Costs well under a microsecond: backends call it
+ * for every address they report.
  *
+ * @example
+ * ```ts
+ * addressProblem("10.0.1.7")       // undefined
+ * addressProblem("10.0.1.7:8080")  // "has a port: give the port separately"
+ * ```
+ */
+export function addressProblem(address: string): string | undefined {
+  const ip = isIP(address);
+  if (ip === 4) return undefined;
+  if (ip === 6) return address.includes("%") ? "IPv6 zone indexes are not supported" : undefined;
+  if (address === "") return "empty";
+  if (address.includes("://")) return "is a URL: give the host name or IP address only";
+  if (address.startsWith("/") || address.startsWith("./") || address.startsWith("../"))
+    return "is a path: give a host name or IP address";
+  if (address.startsWith("[")) return "give an IPv6 address without brackets";
+  if (/^[^:]+:[0-9]*$/.test(address)) return "has a port: give the port separately";
+  const name = address.endsWith(".") ? address.slice(0, -1) : address;
+  if (name.length > 253) return "host name longer than 253 characters";
+  const labels = name.split(".");
+  for (const label of labels) {
+    if (!LABEL.test(label)) return "not an IP address or host name (RFC 1123: letters, digits, '-' and '.')";
+  }
+  if (NUMERIC.test(labels[labels.length - 1]!)) return "not a valid IPv4 address";
+  return undefined;
+}
+
+/**
+ * Builds a frozen {@link Endpoint}, filling defaults. The address must be
+ * an IP address or a host name and the port an integer in 1–65535: a bad
+ * one fails here, where it is made, rather than at call time.
+ *
+ * @throws `InvalidEndpointError` (code `MESHLINK_ERR_INVALID_ENDPOINT`) naming the field and the value.
  * @example
  * ```ts
  * createEndpoint({ address: "10.0.1.7", port: 8080, cluster: "east", region: "us-east-1", backend: "static" })
  * ```
  */
 export function createEndpoint(init: EndpointInit): Endpoint {
+  const problem = typeof init.address === "string" ? addressProblem(init.address) : "not a string";
+  if (problem !== undefined) throw new InvalidEndpointError("address", init.address, problem);
+  if (!Number.isInteger(init.port) || init.port < 1 || init.port > 65535) {
+    throw new InvalidEndpointError("port", init.port, "not an integer in 1-65535");
+  }
   const ready = init.ready ?? true;
   return Object.freeze({
     id: `${init.cluster}/${hostPort(init.address, init.port)}`,

@@ -5,18 +5,22 @@
  * @module
  */
 
+import { isIP } from "node:net";
 import { z } from "zod";
 import { parseOptions } from "../config/validate.js";
 import { ConfigError } from "../errors.js";
 import type { DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "./discovery.js";
-import { createEndpoint, type Endpoint } from "./endpoint.js";
+import { addressProblem, createEndpoint, type Endpoint, hostPort } from "./endpoint.js";
 import { parseServiceName, type ServiceName } from "./names.js";
 
 const portSchema = z.number().int().min(1).max(65535);
 
 /** The zod schema of one static endpoint. */
 const staticEndpointSchema = z.strictObject({
-  address: z.string().min(1, "address must not be empty"),
+  address: z.string().superRefine((address, ctx) => {
+    const problem = addressProblem(address);
+    if (problem !== undefined) ctx.addIssue({ code: "custom", message: `address ${problem}` });
+  }),
   port: portSchema,
   cluster: z.string().min(1, "cluster must not be empty"),
   region: z.string().optional(),
@@ -37,7 +41,7 @@ export const staticDiscoverySchema = z.strictObject({
 
 /** One endpoint of a static service. */
 export interface StaticEndpoint {
-  /** IP address or host name. */
+  /** An IPv4 or IPv6 address (no brackets), or an RFC 1123 host name; no port, path or URL. */
   address: string;
   /** The port to connect to, whatever port the URL names. */
   port: number;
@@ -65,7 +69,11 @@ export interface StaticEndpoint {
 export interface StaticDiscoveryOptions {
   /** Instance name shown in `describe()`; default `static`. */
   name?: string;
-  /** Endpoints by service name, in any form {@link parseServiceName} accepts. */
+  /**
+   * Endpoints by service name, in any form {@link parseServiceName} accepts.
+   * Entries of one service with the same address and port are merged into
+   * one endpoint: the first entry's fields, the greatest weight.
+   */
   services: Record<string, StaticEndpoint[]>;
 }
 
@@ -77,6 +85,51 @@ export interface StaticBackend extends DiscoveryBackend {
    * the service (watchers see not-found).
    */
   update(services: Record<string, StaticEndpoint[]>): void;
+}
+
+/**
+ * The address and port an entry connects to, as one key: IPv6 in its
+ * canonical form, host names in lower case without a final dot.
+ */
+function socketKey(entry: StaticEndpoint): string {
+  const a = entry.address;
+  const address =
+    isIP(a) === 6
+      ? new URL(`http://[${a}]/`).hostname
+      : isIP(a) === 4
+        ? a
+        : a.toLowerCase().replace(/\.$/, "");
+  return `${address}:${entry.port}`;
+}
+
+/**
+ * The entries of a list with duplicates merged: an entry for an address and
+ * port already listed (whatever its cluster) is one endpoint, not two —
+ * two would split one server's health between two records and double its
+ * share of the traffic. The first entry's fields are kept, with the
+ * greatest weight of its duplicates: listing a server twice is a slip (or
+ * two lists pasted together), not a way to weigh it — `weight` says that.
+ * Returns `list` itself when it has no duplicate.
+ */
+function mergeDuplicates(list: readonly StaticEndpoint[]): readonly StaticEndpoint[] {
+  if (list.length < 2) return list;
+  const first = new Map<string, number>();
+  let out: StaticEndpoint[] | undefined;
+  for (let i = 0; i < list.length; i++) {
+    const entry = list[i]!;
+    const key = socketKey(entry);
+    const at = first.get(key);
+    if (at === undefined) {
+      first.set(key, out ? out.length : i);
+      out?.push(entry);
+      continue;
+    }
+    out ??= list.slice(0, i);
+    const kept = out[at]!;
+    const weight = Math.max(kept.weight ?? 1, entry.weight ?? 1);
+    if (weight !== (kept.weight ?? 1)) out[at] = { ...kept, weight };
+  }
+  return out ?? list;
 }
 
 /** True when `endpoint` is what {@link createEndpoint} makes of `entry`: the entry has not changed. */
@@ -106,8 +159,9 @@ function matches(endpoint: Endpoint, entry: StaticEndpoint, backend: string): bo
  * (its id, its locality key, a frozen copy), and with the same objects the
  * registry recognises an identical set at once, so that a refresh that
  * changes nothing changes nothing downstream. An entry is looked for where
- * it was first, then by id (the list may have been reordered); no previous
- * object is used for two entries.
+ * it was first, then by id (the list may have been reordered). Ids are
+ * unique in `list` and in `previous` (duplicates are merged), so no
+ * previous object can serve two entries.
  */
 function endpointsOf(
   list: readonly StaticEndpoint[],
@@ -115,36 +169,24 @@ function endpointsOf(
   backend: string,
 ): Endpoint[] {
   const out: Endpoint[] = [];
-  // Where each previous endpoint was, by id: built on the first entry that is not where it was.
-  let at: Map<string, number> | undefined;
-  // Previous endpoints already used for an entry at another place.
-  let taken: Set<number> | undefined;
+  // The previous endpoints by id: built on the first entry that is not where it was.
+  let byId: Map<string, Endpoint> | undefined;
   for (let i = 0; i < list.length; i++) {
     const entry = list[i]!;
     const same = previous?.[i];
-    if (same !== undefined && !taken?.has(i) && matches(same, entry, backend)) {
+    if (same !== undefined && matches(same, entry, backend)) {
       out.push(same);
       continue;
     }
-    const fresh = createEndpoint({ ...entry, backend });
-    if (previous === undefined || fresh.id === same?.id) {
-      out.push(fresh);
-      continue;
+    if (previous !== undefined) {
+      byId ??= new Map(previous.map((e) => [e.id, e]));
+      const moved = byId.get(`${entry.cluster}/${hostPort(entry.address, entry.port)}`);
+      if (moved !== undefined && matches(moved, entry, backend)) {
+        out.push(moved);
+        continue;
+      }
     }
-    at ??= new Map(previous.map((e, j) => [e.id, j]));
-    const j = at.get(fresh.id);
-    // Not one already kept in its own place, nor one used for an earlier entry.
-    if (
-      j !== undefined &&
-      !taken?.has(j) &&
-      !(j < i && out[j] === previous[j]) &&
-      matches(previous[j]!, entry, backend)
-    ) {
-      (taken ??= new Set()).add(j);
-      out.push(previous[j]!);
-    } else {
-      out.push(fresh);
-    }
+    out.push(createEndpoint({ ...entry, backend }));
   }
   return out;
 }
@@ -165,7 +207,7 @@ function build(
         cause: err,
       });
     }
-    out.set(name.key, Object.freeze(endpointsOf(list, previous?.get(name.key), backend)));
+    out.set(name.key, Object.freeze(endpointsOf(mergeDuplicates(list), previous?.get(name.key), backend)));
   }
   return out;
 }

@@ -102,11 +102,9 @@ describe("staticDiscovery", () => {
     backend.update({ "api.default": [list[2]!, list[1]!, list[0]!, list[1]!] });
     await updated;
     const after = watch.snapshot.endpoints;
-    expect(after.slice(0, 3)).toEqual([before[2], before[1], before[0]]);
     for (let i = 0; i < 3; i++) expect(after[i]).toBe(before[2 - i]);
-    // The repeated entry gets an endpoint of its own.
-    expect(after[3]).not.toBe(before[1]);
-    expect(after[3]).toEqual(before[1]);
+    // The repeated entry is merged into the first: one endpoint per address and port.
+    expect(after).toHaveLength(3);
     // A changed entry is never matched with the endpoint it replaced.
     updated = new Promise((resolve) => watch.onUpdate(resolve));
     backend.update({ "api.default": [{ ...list[0]!, ready: false }] });
@@ -152,5 +150,106 @@ describe("staticDiscovery", () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).code).toBe(ErrorCodes.CONFIG);
     expect((err as ConfigError).source).toBe(source);
+  });
+
+  it.each([
+    "999.1.1.1",
+    "10.0.0.1:8080",
+    "/var/run/x.sock",
+    "http://x",
+    "",
+    " ",
+    "10.0.0.1 ",
+    "my host",
+    "[fd00::1]",
+  ])("rejects the address %j with a ConfigError naming the field and the value", (address) => {
+    let err: unknown;
+    try {
+      staticDiscovery({ services: { "my-service.default": [{ address, port: 80, cluster: "c" }] } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).code).toBe(ErrorCodes.CONFIG);
+    expect((err as ConfigError).source).toBe('services["my-service.default"][0].address');
+    expect((err as ConfigError).value).toBe(address);
+  });
+
+  it("accepts IPv4 and IPv6 addresses and host names", async () => {
+    const addresses = ["10.0.0.1", "fd00::1", "localhost", "api.internal.example.", "xn--bcher-kva.example"];
+    const backend = staticDiscovery({
+      services: { "api.default": addresses.map((address) => ({ address, port: 80, cluster: "c" })) },
+    });
+    const registry = new Registry([backend]);
+    const snapshot = await registry.watch(parseServiceName("api.default")).settled();
+    expect(snapshot.endpoints.map((e) => e.address)).toEqual(addresses);
+    await registry.close();
+  });
+
+  it("rejects an address given to update() with a ConfigError naming it", () => {
+    const backend = staticDiscovery({ services });
+    let err: unknown;
+    try {
+      backend.update({ "api.default": [{ address: "10.0.0.1:80", port: 80, cluster: "c" }] });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as ConfigError).code).toBe(ErrorCodes.CONFIG);
+    expect((err as ConfigError).source).toBe('update["api.default"][0].address');
+  });
+
+  it("names an unknown endpoint field and the field it most likely means", () => {
+    let err: unknown;
+    try {
+      staticDiscovery({
+        services: { "api.default": [{ adress: "10.0.0.1", address: "10.0.0.1", port: 80, cluster: "c" }] },
+      } as never);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as ConfigError).code).toBe(ErrorCodes.CONFIG);
+    expect((err as ConfigError).source).toBe('services["api.default"][0].adress');
+    expect((err as ConfigError).message).toContain('did you mean "address"?');
+  });
+
+  it("merges entries of one address and port into one endpoint: first entry's fields, greatest weight", async () => {
+    const backend = staticDiscovery({
+      services: {
+        "api.default": [
+          { address: "10.0.0.1", port: 80, cluster: "east", region: "us-east-1", weight: 2 },
+          { address: "10.0.0.2", port: 80, cluster: "east" },
+          { address: "10.0.0.1", port: 80, cluster: "west", region: "us-west-2", weight: 5 },
+          { address: "10.0.0.1", port: 81, cluster: "east" },
+          { address: "10.0.0.2", port: 80, cluster: "east" },
+          { address: "fd00::1", port: 80, cluster: "east" },
+          { address: "FD00:0::1", port: 80, cluster: "east", weight: 3 },
+          { address: "API.example.", port: 80, cluster: "east" },
+          { address: "api.example", port: 80, cluster: "east" },
+        ],
+      },
+    });
+    const registry = new Registry([backend]);
+    const snapshot = await registry.watch(parseServiceName("api.default")).settled();
+    expect(snapshot.endpoints.map((e) => [e.id, e.weight, e.locality.region])).toEqual([
+      ["east/10.0.0.1:80", 5, "us-east-1"],
+      ["east/10.0.0.2:80", 1, ""],
+      ["east/10.0.0.1:81", 1, ""],
+      ["east/[fd00::1]:80", 3, ""],
+      ["east/API.example.:80", 1, ""],
+    ]);
+    await registry.close();
+  });
+
+  it("merges duplicates given to update()", async () => {
+    const backend = staticDiscovery({ services });
+    const registry = new Registry([backend]);
+    const watch = registry.watch(parseServiceName("api.default"));
+    await watch.settled();
+    const updated = new Promise((resolve) => watch.onUpdate(resolve));
+    const entry = { address: "10.0.2.2", port: 9090, cluster: "west" };
+    backend.update({ "api.default": [entry, entry] });
+    await updated;
+    expect(watch.snapshot.endpoints.map((e) => e.id)).toEqual(["west/10.0.2.2:9090"]);
+    await registry.close();
   });
 });
