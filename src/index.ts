@@ -57,6 +57,7 @@ export {
   DiscoveryError,
   type ErrorCode,
   ErrorCodes,
+  InvalidEndpointError,
   isMeshError,
   MeshClosedError,
   MeshError,

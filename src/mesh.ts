@@ -188,6 +188,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   const balancers = new Map<string, Balancer>();
   const registry = new Registry(backends, {
     settleTimeout: config.settleTimeout,
+    idleTimeout: config.serviceIdleTimeout,
     // A service with calls in flight is in use, however long ago they started.
     busy: (w) => (policy.peek(w.service.id)?.active ?? 0) > 0,
   });
@@ -208,7 +209,8 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   };
 
   // One connector opens every connection to an endpoint.
-  const connector = new Connector();
+  const a = config.agent;
+  const connector = new Connector({ timeout: a.connectTimeout, maxCachedSessions: a.maxCachedSessions });
   const routes: HttpRoutes = {
     policy,
     connections: connector,
@@ -223,8 +225,17 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   // open: an application whose global dispatcher this is keeps working
   // (its exporter flushing spans on shutdown, say). Not compose() chains,
   // whose handler wrapping costs more than the mesh itself (see MeshDispatcher).
-  const agent = new Agent({ connect: connector.connect });
-  const passthrough = new Agent();
+  const pools = {
+    connections: a.connections ?? undefined,
+    keepAliveTimeout: a.keepAliveTimeout,
+    keepAliveMaxTimeout: a.keepAliveMaxTimeout,
+    pipelining: a.pipelining,
+  };
+  const agent = new Agent({ ...pools, connect: connector.connect });
+  const passthrough = new Agent({
+    ...pools,
+    connect: { timeout: a.connectTimeout, maxCachedSessions: a.maxCachedSessions },
+  });
   const dispatcher = new MeshDispatcher(routes, { agent, passthrough });
   const explicitDispatcher = new MeshDispatcher(routes, { agent, passthrough, explicit: true });
   const fetchInit = { dispatcher: explicitDispatcher } as unknown as RequestInit;

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { staticDiscovery } from "../src/discovery/static.js";
 import { ErrorCodes } from "../src/errors.js";
 import { createMesh } from "../src/mesh.js";
@@ -107,5 +107,42 @@ describe("createMesh", () => {
 
   it("rejects something that is not a discovery backend", () => {
     expect(() => createMesh({ env: {}, discovery: [{} as never] })).toThrow(/discovery\[0\]/);
+  });
+});
+
+describe("createMesh forgetting", () => {
+  it("forgets services nobody called for serviceIdleTimeout: watches, balancers and call state", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "Date"] });
+    try {
+      let watching = 0;
+      const base = staticDiscovery({ services: { "api.default": [ep("10.0.0.1", "east", "us-east-1")] } });
+      const counting = {
+        name: "static",
+        claims: base.claims,
+        async *watch(...args: Parameters<typeof base.watch>) {
+          watching++;
+          try {
+            yield* base.watch(...args);
+          } finally {
+            watching--;
+          }
+        },
+      };
+      const mesh = createMesh({ env: {}, discovery: [counting], serviceIdleTimeout: 1_000 });
+      for (let i = 0; i < 200; i++) await rejection(mesh.resolve(`gone${i}.default`));
+      await mesh.resolve("api.default");
+      expect(mesh.describe().services).toHaveLength(201);
+      expect(watching).toBe(201);
+      for (let t = 0; t < 4; t++) {
+        await mesh.resolve("api.default"); // in use all along
+        vi.advanceTimersByTime(1_000);
+      }
+      await new Promise((r) => setImmediate(r));
+      expect(mesh.describe().services.map((s) => s.service)).toEqual(["api.default"]);
+      expect(watching).toBe(1);
+      await mesh.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -193,7 +193,7 @@ describe("dnsDiscovery", () => {
       [{ clusters: [{ name: "a", region: "r", servers: ["10.0.0.1:70000"] }] }, "clusters[0].servers[0]"],
       [{ clusters: [{ name: "a", region: "r", domain: "Not A Domain" }] }, "clusters[0].domain"],
       [{ clusters: [] }, "clusters"],
-      [{ timeot: 5 }, "options"],
+      [{ timeot: 5 }, "timeot"],
       // node:dns cannot ask over TCP: TCP needs the servers listed.
       [{ clusters: [{ name: "a", region: "r", tcp: true }] }, "clusters[0].tcp"],
       [{ defaultTtl: -1 }, "defaultTtl"],
