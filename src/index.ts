@@ -27,7 +27,6 @@ export type {
   PendingUpdate,
   WatchOptions,
 } from "./discovery/discovery.js";
-export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
 export { type DnsCluster, type DnsDiscoveryOptions, dnsDiscovery } from "./discovery/dns.js";
 export {
   createEndpoint,
@@ -36,6 +35,13 @@ export {
   hostPort,
   type Locality,
 } from "./discovery/endpoint.js";
+export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
+export {
+  type KubernetesCluster,
+  type KubernetesClusterStatus,
+  type KubernetesDiscoveryOptions,
+  kubernetesDiscovery,
+} from "./discovery/kubernetes/kubernetes.js";
 export {
   parseServiceName,
   SERVICE_NAME_FORMS,
@@ -67,6 +73,8 @@ export {
   type ErrorCode,
   ErrorCodes,
   isMeshError,
+  KubernetesError,
+  type KubernetesErrorReason,
   MeshClosedError,
   MeshError,
   NoHealthyEndpointError,
