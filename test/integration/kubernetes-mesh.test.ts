@@ -242,7 +242,7 @@ describe("kubernetesDiscovery in a mesh", () => {
     for (const [cluster, list] of Object.entries(running)) {
       const s = apis[cluster as keyof typeof apis];
       s.applyService("default", { name: "web", ports: [{ name: "http", port: 80, targetPort: "http" }] });
-      list.forEach((p, i) => publish(s, String(i), p));
+      for (const [i, p] of list.entries()) publish(s, String(i), p);
     }
     const { mesh: m } = mesh(
       [
@@ -256,7 +256,8 @@ describe("kubernetesDiscovery in a mesh", () => {
     expect((await serve(m)).every((s) => s.startsWith("east-"))).toBe(true);
 
     // East's pods stop being ready: the API says so, and calls move to the first failover region.
-    running.east.forEach((p, i) => publish(apis.east, String(i), p, { ready: false, serving: false }));
+    for (const [i, p] of running.east.entries())
+      publish(apis.east, String(i), p, { ready: false, serving: false });
     await eventually(
       () => m.resolve("web.default", 80),
       (r) => r.filter((x) => x.endpoint.cluster === "east").every((x) => !x.available),
