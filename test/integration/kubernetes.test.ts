@@ -1,4 +1,7 @@
+import { execFile } from "node:child_process";
 import { once } from "node:events";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { DiscoveryBackend } from "../../src/discovery/discovery.js";
 import {
@@ -224,5 +227,20 @@ describe("kubernetesDiscovery", () => {
     s.fault = undefined;
     const recovered = await until(w, (x) => !x.sources[0]!.stale && clusterStatus(x)![0]!.fresh);
     expect(ids(recovered)).toEqual(["east/10.0.0.1:8080"]);
+  });
+
+  it("lets an idle process exit while its watches run", async () => {
+    const s = await server({ http2: true });
+    s.applyService("default", WEB_SERVICE);
+    s.applySlice("default", webSlice("web-abc", ["10.0.0.1"]));
+    const root = join(import.meta.dirname, "..", "..");
+    const { stdout } = await promisify(execFile)(
+      join(root, "node_modules", ".bin", "tsx"),
+      [join(root, "test", "fixtures", "kubernetes", "idle-mesh.ts")],
+      { env: { ...process.env, KUBE_URL: s.url, KUBE_TOKEN: s.token, KUBE_CA: s.caPem }, timeout: 15_000 },
+    );
+    expect(stdout).toContain("resolved east/10.0.0.1:8080");
+    // It exited on its own with its watches open (no close), and did not take the lists' answers with it.
+    expect(s.requests.filter((r) => r.watch).length).toBeGreaterThanOrEqual(1);
   });
 });
