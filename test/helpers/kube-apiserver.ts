@@ -509,6 +509,7 @@ export class KubeApiServer extends EventEmitter {
       ended = true;
       this.#watches.delete(w);
       clearTimeout(timer);
+      this.emit("watch-closed", resource);
     });
     if (compacted) {
       w.write({ type: "ERROR", object: this.#expired(since) });

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { once } from "node:events";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { getGlobalDispatcher, MockAgent, setGlobalDispatcher } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { DiscoveryBackend } from "../../src/discovery/discovery.js";
 import {
@@ -242,5 +243,48 @@ describe("kubernetesDiscovery", () => {
     expect(stdout).toContain("resolved east/10.0.0.1:8080");
     // It exited on its own with its watches open (no close), and did not take the lists' answers with it.
     expect(s.requests.filter((r) => r.watch).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it("ends promptly when its signal aborts, yielding nothing after and closing its watches", async () => {
+    const s = await server({ http2: true });
+    s.applyService("default", WEB_SERVICE);
+    s.applySlice("default", webSlice("web-abc", ["10.0.0.1"]));
+    const backend = backendFor(s);
+    const abort = new AbortController();
+    const updates = backend
+      .watch(parseServiceName("web.default", 80), { signal: abort.signal })
+      [Symbol.asyncIterator]();
+    expect((await updates.next()).value).toMatchObject({ kind: "bound" });
+    await watchesOpen(s, 2);
+    const closed = new Promise<void>((resolve) => {
+      let n = 0;
+      s.on("watch-closed", () => {
+        if (++n === 2) resolve();
+      });
+    });
+    const pending = updates.next();
+    abort.abort();
+    s.applySlice("default", webSlice("web-abc", ["10.0.0.1", "10.0.0.2"]));
+    expect(await pending).toEqual({ done: true, value: undefined });
+    await closed;
+    expect(s.openWatches).toBe(0);
+    await backend.close?.();
+  });
+
+  it("never uses the global dispatcher", async () => {
+    const s = await server();
+    s.applyService("default", WEB_SERVICE);
+    s.applySlice("default", webSlice("web-abc", ["10.0.0.1"]));
+    const previous = getGlobalDispatcher();
+    const trap = new MockAgent();
+    trap.disableNetConnect();
+    setGlobalDispatcher(trap);
+    try {
+      const w = watch(backendFor(s), "web.default", 80);
+      expect(ids(await until(w, (x) => x.state === "bound"))).toEqual(["east/10.0.0.1:8080"]);
+    } finally {
+      setGlobalDispatcher(previous);
+      await trap.close();
+    }
   });
 });
