@@ -87,12 +87,11 @@ interface ClusterState {
   readonly status: KubernetesClusterStatus;
 }
 
-function setKey(endpoints: readonly Endpoint[]): string {
-  let key = "";
-  for (const e of endpoints) {
-    key += `${e.id}|${e.ready ? 1 : 0}${e.serving ? 1 : 0}${e.terminating ? 1 : 0}|${e.locality.zone}|${e.locality.subzone}\n`;
-  }
-  return key;
+/** Same endpoints in the same order: unchanged endpoints keep their objects (see mapEndpoints). */
+function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
@@ -277,7 +276,7 @@ export function createKubernetesBackend(
             portError: undefined,
           });
         }
-        let lastKey: string | undefined;
+        let last: readonly Endpoint[] | undefined;
         let lastFailure = "";
         while (!stop.signal.aborted) {
           if (!dirty) await new Promise<void>((resolve) => (wake = resolve));
@@ -291,14 +290,13 @@ export function createKubernetesBackend(
           const endpoints = states.flatMap((s) => s.endpoints);
           const failing = states.filter((s) => s.error !== undefined);
           const failure = failing.map((s) => s.status.error).join("; ");
-          const key = setKey(endpoints);
           const clusters = Object.freeze(states.map((s) => s.status));
           const announce =
-            lastKey === undefined
+            last === undefined
               ? endpoints.length > 0 || failing.length === 0
-              : key !== lastKey || (lastFailure !== "" && failing.length === 0);
+              : !sameEndpoints(endpoints, last) || (lastFailure !== "" && failing.length === 0);
           if (announce) {
-            lastKey = key;
+            last = endpoints;
             lastFailure = "";
             yield endpoints.length > 0
               ? { kind: "bound", endpoints: Object.freeze(endpoints), clusters }

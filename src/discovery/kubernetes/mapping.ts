@@ -17,7 +17,7 @@
  * @module
  */
 
-import { createEndpoint, type Endpoint } from "../endpoint.js";
+import { createEndpoint, type Endpoint, hostPort } from "../endpoint.js";
 import type { EndpointSlice, Service } from "./schemas.js";
 
 /** The port a watch asks for: the Service port from the URL, a port name, or neither. */
@@ -203,28 +203,29 @@ export function mapEndpoints(
     const zone =
       useHints && r.hints !== undefined && r.hints.length > 0 ? hintedZone(r.zone, r.hints) : r.zone;
     const subzone = ctx.nodeSubzone ? r.node : "";
-    let e = createEndpoint({
-      address: r.address,
-      port: r.port,
-      cluster: ctx.cluster,
-      region: ctx.region,
-      zone,
-      subzone,
-      ready: r.ready,
-      serving: r.serving,
-      terminating: r.terminating,
-      backend: ctx.backend,
-    });
-    const old = reuse.get(e.id);
-    if (
+    // An unchanged endpoint keeps its object, and costs no allocation.
+    const old = reuse.get(`${ctx.cluster}/${hostPort(r.address, r.port)}`);
+    const e =
       old !== undefined &&
-      old.ready === e.ready &&
-      old.serving === e.serving &&
-      old.terminating === e.terminating &&
-      old.locality === e.locality
-    ) {
-      e = old;
-    }
+      old.ready === r.ready &&
+      old.serving === r.serving &&
+      old.terminating === r.terminating &&
+      old.locality.zone === zone &&
+      old.locality.subzone === subzone &&
+      old.locality.region === ctx.region
+        ? old
+        : createEndpoint({
+            address: r.address,
+            port: r.port,
+            cluster: ctx.cluster,
+            region: ctx.region,
+            zone,
+            subzone,
+            ready: r.ready,
+            serving: r.serving,
+            terminating: r.terminating,
+            backend: ctx.backend,
+          });
     // The same address in two slices (while the controller moves it): keep the readier one.
     const seen = byId.get(e.id);
     if (seen === undefined || rank(e) > rank(seen)) byId.set(e.id, e);
