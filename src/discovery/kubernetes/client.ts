@@ -1,19 +1,16 @@
 /**
  * A minimal client of one Kubernetes API server: JSON gets and watch
- * streams, through an undici Agent of its own (never the global
- * dispatcher, which the application may have pointed at the mesh itself).
- * With `allowH2`, every list and watch to a server that speaks HTTP/2 shares
- * one connection, as client-go's do.
+ * streams of JSON lines, through the server's own agent (`agent.ts`).
  *
  * Every failure becomes a {@link KubernetesError} with a stable reason.
  *
  * @module
  */
 
-import type { Socket } from "node:net";
 import { StringDecoder } from "node:string_decoder";
-import { Agent, buildConnector, Client, Pool } from "undici";
+import type { Agent } from "undici";
 import { KubernetesError } from "../../errors.js";
+import { ServerAgent } from "./agent.js";
 import type { ClusterConnection } from "./connection.js";
 import { statusSchema, type WatchEvent, watchEventSchema } from "./schemas.js";
 
@@ -39,26 +36,10 @@ const MAX_BODY = 64 << 20;
 /** One watch event larger than this is refused (an EndpointSlice holds at most 1 000 endpoints). */
 const MAX_EVENT = 16 << 20;
 
-/** Streams an HTTP/2 connection carries before another is opened (kube-apiserver allows 100 or more). */
-const H2_STREAMS = 100;
-
-const noop = () => {};
-
 /** One line, at most `max` characters, for messages about a server's answer. */
 function excerpt(text: string, max = 120): string {
   const line = text.trim().replace(/\s+/g, " ");
   return line.length > max ? `${line.slice(0, max)}…` : line;
-}
-
-/**
- * Sockets to the API server must not keep the process alive: a watch runs
- * for as long as the mesh does, and an idle mesh lets its process exit.
- * undici refs a socket while requests are pending; a get holds the process
- * with a timer of its own instead (see {@link ApiClient.get}).
- */
-function unrefForever(socket: Socket): void {
-  socket.unref();
-  socket.ref = () => socket;
 }
 
 function reasonOf(status: number): KubernetesError["reason"] {
@@ -126,19 +107,13 @@ async function readText(body: AsyncIterable<Buffer>, limit: number): Promise<str
 export class ApiClient {
   readonly #conn: ClusterConnection;
   readonly #settings: ApiClientSettings;
-  #agent: Agent | undefined;
-  /** The client certificate the agent was built with. */
-  #agentCert: string | undefined;
+  readonly #agent: ServerAgent;
   #closed = false;
-  /** What the server's connections speak, once one has connected. */
-  #protocol: "h2" | "http/1.1" | undefined;
-  /** Settles when the probing request has connected (or failed to). */
-  #probe: Promise<void> | undefined;
-  #probeDone: (() => void) | undefined;
 
   constructor(connection: ClusterConnection, settings: ApiClientSettings) {
     this.#conn = connection;
     this.#settings = settings;
+    this.#agent = new ServerAgent(connection.tls, settings.requestTimeout);
   }
 
   /** The cluster's name. */
@@ -146,96 +121,16 @@ export class ApiClient {
     return this.#conn.name;
   }
 
-  /** The agent for `cert`/`key`, rebuilt when an exec plugin hands out a new certificate. */
-  #agentFor(cert: string | undefined, key: string | undefined): Agent {
-    const id = cert === undefined ? undefined : `${cert}\0${key}`;
-    if (this.#agent !== undefined && id === this.#agentCert) return this.#agent;
-    const previous = this.#agent;
-    const tls = this.#conn.tls;
-    const connector = buildConnector({
-      ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
-      ...(cert !== undefined ? { cert, key } : {}),
-      ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
-      rejectUnauthorized: !tls.insecure,
-      allowH2: true,
-      timeout: this.#settings.requestTimeout,
-    });
-    const connect: buildConnector.connector = (options, callback) =>
-      connector(options, (err, socket) => {
-        if (socket) {
-          const h2 = (socket as { alpnProtocol?: string | false }).alpnProtocol === "h2";
-          this.#protocol = h2 ? "h2" : "http/1.1";
-          // A new HTTP/2 connection after this one closes is probed again, so
-          // that reconnecting watches share it instead of each opening one.
-          if (h2) socket.once("close", () => (this.#protocol = undefined));
-          unrefForever(socket as Socket);
-        }
-        this.#probed();
-        (callback as (e: Error | null, s: unknown) => void)(err, socket);
-      });
-    // undici gives an HTTP/2 client one request at a time unless its
-    // pipelining is raised: a client that connected over h2 takes up to
-    // H2_STREAMS streams, so that every watch shares its connection; an
-    // HTTP/1.1 client keeps one request per connection (a watch never ends
-    // soon, so nothing may queue behind it).
-    const clientFactory = (origin: string | URL, options: object) => {
-      const client = new Client(origin, options);
-      client.on("connect", () => {
-        if (this.#protocol === "h2") client.pipelining = H2_STREAMS;
-      });
-      return client;
-    };
-    this.#agent = new Agent({
-      allowH2: true,
-      connect,
-      factory: (origin, options) => new Pool(origin, { ...options, factory: clientFactory }),
-    });
-    this.#agentCert = id;
-    this.#protocol = undefined;
-    // Watches already running on the old agent keep going until they end; then it closes.
-    previous?.close().catch(noop);
-    return this.#agent;
-  }
-
-  /**
-   * Waits, while no connection has told whether the server speaks HTTP/2,
-   * for the request that is finding out: requests started together would
-   * otherwise each open a connection before the first one knows it could
-   * have carried them all. The first caller proceeds (it is the probe).
-   */
-  async #gate(): Promise<void> {
-    while (this.#protocol === undefined && this.#probe !== undefined) await this.#probe;
-    if (this.#protocol === undefined)
-      this.#probe = new Promise<void>((resolve) => (this.#probeDone = resolve));
-  }
-
-  #probed(): void {
-    const done = this.#probeDone;
-    this.#probe = undefined;
-    this.#probeDone = undefined;
-    done?.();
-  }
-
   async #prepare(): Promise<{ agent: Agent; headers: Record<string, string> }> {
     if (this.#closed) throw new KubernetesError(this.#conn.name, "network", "the client is closed");
     const credential = await this.#conn.credentials.get();
-    const agent = this.#agentFor(
+    const agent = await this.#agent.acquire(
       credential.cert ?? this.#conn.tls.cert,
       credential.key ?? this.#conn.tls.key,
     );
-    await this.#gate();
     const headers: Record<string, string> = { accept: "application/json", "user-agent": USER_AGENT };
     if (credential.token !== undefined) headers.authorization = `Bearer ${credential.token}`;
     return { agent, headers };
-  }
-
-  /** `agent.request`, ending the probe if it settles without a connection (aborted while connecting). */
-  async #request(agent: Agent, options: Parameters<Agent["request"]>[0]): ReturnType<Agent["request"]> {
-    try {
-      return await agent.request(options);
-    } finally {
-      if (this.#protocol === undefined) this.#probed();
-    }
   }
 
   #path(path: string, query: Readonly<Record<string, string>>): string {
@@ -252,11 +147,11 @@ export class ApiClient {
     const what = `GET ${path}`;
     const { agent, headers } = await this.#prepare();
     const timeout = this.#settings.requestTimeout;
-    // The sockets do not hold the process (see unrefForever); a pending get
+    // The sockets do not hold the process (see agent.ts); a pending get
     // must, as a caller may be waiting for its answer. Cleared below.
-    const hold = setTimeout(noop, timeout * 2);
+    const hold = setTimeout(() => {}, timeout * 2);
     try {
-      const res = await this.#request(agent, {
+      const res = await this.#agent.request(agent, {
         origin: this.#conn.origin,
         path: this.#path(path, query),
         method: "GET",
@@ -326,7 +221,7 @@ export class ApiClient {
     }, this.#settings.idleTimeout);
     watchdog.unref();
     try {
-      const res = await this.#request(agent, {
+      const res = await this.#agent.request(agent, {
         origin: this.#conn.origin,
         path: this.#path(path, query),
         method: "GET",
@@ -406,9 +301,7 @@ export class ApiClient {
   /** Closes every connection. */
   async close(): Promise<void> {
     this.#closed = true;
-    const agent = this.#agent;
-    this.#agent = undefined;
-    await agent?.destroy().catch(noop);
+    await this.#agent.close();
   }
 }
 

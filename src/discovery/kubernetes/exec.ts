@@ -113,11 +113,25 @@ export function execCredentials(config: ExecConfig, options: ExecOptions): Crede
       let out = "";
       let err = "";
       let settled = false;
-      const child = spawn(config.command, [...config.args], {
-        env,
-        stdio: ["ignore", "pipe", "pipe"],
-        windowsHide: true,
-      });
+      let child: ReturnType<typeof spawn>;
+      try {
+        child = spawn(config.command, [...config.args], {
+          env,
+          stdio: ["ignore", "pipe", "pipe"],
+          windowsHide: true,
+        });
+      } catch (e) {
+        // A command or argument that spawn refuses outright (a NUL byte in it).
+        reject(
+          new KubernetesError(
+            options.cluster,
+            "credentials",
+            `exec plugin ${config.command}: cannot run it (${(e as Error).message})`,
+            { cause: e },
+          ),
+        );
+        return;
+      }
       const timer = setTimeout(() => {
         settled = true;
         child.kill("SIGKILL");
@@ -129,9 +143,9 @@ export function execCredentials(config: ExecConfig, options: ExecOptions): Crede
           ),
         );
       }, options.timeout);
-      child.stdout.setEncoding("utf8");
-      child.stderr.setEncoding("utf8");
-      child.stdout.on("data", (chunk: string) => {
+      child.stdout!.setEncoding("utf8");
+      child.stderr!.setEncoding("utf8");
+      child.stdout!.on("data", (chunk: string) => {
         out += chunk;
         if (out.length > MAX_OUTPUT && !settled) {
           settled = true;
@@ -146,7 +160,7 @@ export function execCredentials(config: ExecConfig, options: ExecOptions): Crede
           );
         }
       });
-      child.stderr.on("data", (chunk: string) => {
+      child.stderr!.on("data", (chunk: string) => {
         if (err.length < 4096) err += chunk;
       });
       child.on("error", (e: NodeJS.ErrnoException) => {

@@ -111,6 +111,15 @@ export class Reflector<T extends KubeObject> {
     this.#items = undefined;
   }
 
+  /** Tells the owner; a listener's throw must not end the loop (nothing may escape `run`). */
+  #notify(): void {
+    try {
+      this.#o.onChange();
+    } catch {
+      // the owner's listeners are ours and do not throw; this is a guard
+    }
+  }
+
   #fail(problem: KubernetesError["reason"], message: string): never {
     throw new KubernetesError(this.#o.client.cluster, problem, `${this.#o.path}: ${message}`);
   }
@@ -181,7 +190,7 @@ export class Reflector<T extends KubeObject> {
     this.#error = undefined;
     this.#updatedAt = o.now();
     this.#changed();
-    o.onChange();
+    this.#notify();
   }
 
   #apply(batch: readonly WatchEvent[]): void {
@@ -219,7 +228,7 @@ export class Reflector<T extends KubeObject> {
       if (changed) {
         this.#updatedAt = this.#o.now();
         this.#changed();
-        this.#o.onChange();
+        this.#notify();
       }
     }
   }
@@ -263,7 +272,7 @@ export class Reflector<T extends KubeObject> {
               this.#updatedAt = o.now();
               if (this.#error !== undefined) {
                 this.#error = undefined;
-                o.onChange();
+                this.#notify();
               }
             },
             events: (batch) => {
@@ -298,7 +307,7 @@ export class Reflector<T extends KubeObject> {
           consistent = true;
         }
         this.#error = e;
-        o.onChange();
+        this.#notify();
         await sleep(this.#delay(++failures), signal);
       }
     }
