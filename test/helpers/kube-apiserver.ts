@@ -426,7 +426,7 @@ export class KubeApiServer extends EventEmitter {
     let start = 0;
     if (cont) {
       const token = JSON.parse(Buffer.from(cont, "base64").toString()) as { rv: number; start: number };
-      if (token.rv <= this.#compacted) {
+      if (token.rv < this.#compacted) {
         return this.#send(
           res,
           410,

@@ -143,6 +143,39 @@ describe("kubernetesDiscovery watch", () => {
     expect(s.requests.some((r) => isSliceWatch(r) && r.query.get("resourceVersion") !== null)).toBe(true);
   });
 
+  it("pages a re-list with limit and continue, and starts it over when the continue token expires", async () => {
+    const { s, w } = await setup({}, { pageSize: 1 });
+    s.applySlice("default", webSlice("web-def", ["10.0.0.2"]));
+    s.applySlice("default", webSlice("web-ghi", ["10.0.0.3"]));
+    await until(w, (x) => x.endpoints.length === 3);
+    let expired = false;
+    s.fault = (r) => {
+      if (!expired && r.query.get("continue") !== null) {
+        // History moves on and is compacted while the client pages: its continue token is now too old.
+        expired = true;
+        s.applySlice("default", {
+          name: "api-1",
+          service: "api",
+          endpoints: [{ address: "10.9.0.1" }],
+          ports: [{ port: 80 }],
+        });
+        s.compact();
+      }
+      return undefined;
+    };
+    const seen: number[] = [];
+    w.onUpdate((x) => seen.push(x.endpoints.length));
+    s.expireWatches();
+    s.applySlice("default", webSlice("web-ghi", ["10.0.0.3", "10.0.0.4"]));
+    expect(ids(await until(w, (x) => x.endpoints.length === 4))).toContain("east/10.0.0.4:8080");
+    const pages = s.requests.filter((r) => isSliceList(r) && r.query.get("resourceVersion") === null);
+    expect(pages.every((r) => r.query.get("limit") === "1")).toBe(true);
+    // One page, a continue refused with 410, then a list started over: three pages.
+    expect(pages.filter((r) => r.query.get("continue") === null).length).toBeGreaterThanOrEqual(2);
+    expect(pages.filter((r) => r.query.get("continue") !== null).length).toBeGreaterThanOrEqual(3);
+    expect(seen.every((n) => n >= 3)).toBe(true);
+  });
+
   for (const http2 of [false, true]) {
     for (const mode of ["reset", "end"] as const) {
       it(`recovers the event of a stream cut in its middle (${mode}, ${http2 ? "HTTP/2" : "HTTP/1.1"})`, async () => {

@@ -148,7 +148,7 @@ export class Reflector<T extends KubeObject> {
     let cont: string | undefined;
     let rv: string | undefined;
     let restarted = false;
-    do {
+    for (;;) {
       const query: Record<string, string> = { ...o.selector, limit: String(o.pageSize) };
       // The first list may come from the API server's watch cache (client-go's
       // resourceVersion=0); after a 410 the list must be current.
@@ -181,7 +181,8 @@ export class Reflector<T extends KubeObject> {
       }
       rv = list.data.metadata?.resourceVersion;
       cont = list.data.metadata?.continue || undefined;
-    } while (cont !== undefined);
+      if (cont === undefined) break;
+    }
     if (!rv) this.#fail("bad-payload", `the ${o.resource.listKind} has no metadata.resourceVersion`);
     this.#store.clear();
     for (const [name, object] of items) this.#store.set(name, object);
