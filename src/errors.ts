@@ -37,6 +37,8 @@ export const ErrorCodes = {
   DEADLINE_EXCEEDED: "MESHLINK_ERR_DEADLINE_EXCEEDED",
   /** An `InvalidEndpointError`: an endpoint's address or port cannot be connected to. */
   INVALID_ENDPOINT: "MESHLINK_ERR_INVALID_ENDPOINT",
+  /** A {@link KubernetesError}: one cluster's Kubernetes API could not be used (see its `reason`). */
+  KUBERNETES: "MESHLINK_ERR_KUBERNETES",
 } as const;
 
 /** One of the {@link ErrorCodes}. */
@@ -509,3 +511,61 @@ export class InvalidEndpointError extends MeshError {
   }
 }
 brand(InvalidEndpointError, ErrorCodes.INVALID_ENDPOINT);
+/**
+ * Why a Kubernetes API server could not be used, as {@link KubernetesError.reason}:
+ * - `unauthorized` (401), `forbidden` (403), `not-found` (404), `expired` (410,
+ *   the resource version was compacted), `throttled` (429), `server-error` (5xx),
+ *   `http-error` (any other status);
+ * - `bad-payload` (not JSON, or not the documented shape), `wrong-kind` (an
+ *   object of another kind than asked for);
+ * - `network` (connect, TLS, reset), `timeout` (no answer in time), `watch-idle`
+ *   (a watch that stopped sending), `stream-cut` (a watch cut in the middle of an event);
+ * - `credentials` (a token file, client certificate or exec plugin failed);
+ * - `port` (the service has no port matching the one asked for).
+ */
+export type KubernetesErrorReason =
+  | "unauthorized"
+  | "forbidden"
+  | "not-found"
+  | "expired"
+  | "throttled"
+  | "server-error"
+  | "http-error"
+  | "bad-payload"
+  | "wrong-kind"
+  | "network"
+  | "timeout"
+  | "watch-idle"
+  | "stream-cut"
+  | "credentials"
+  | "port";
+
+/**
+ * One cluster's Kubernetes API could not be used: a status, a malformed
+ * answer, a dead connection, failing credentials. Carried as the `cause` of
+ * a {@link DiscoveryError} and shown per cluster in `describe()`; the cluster's
+ * last good endpoints are kept meanwhile.
+ */
+export class KubernetesError extends MeshError {
+  /** The cluster whose API server failed. */
+  readonly cluster: string;
+  /** What went wrong, as a stable token. */
+  readonly reason: KubernetesErrorReason;
+  /** The HTTP status, when the server answered with one. */
+  readonly status: number | undefined;
+
+  /** @internal */
+  constructor(
+    cluster: string,
+    reason: KubernetesErrorReason,
+    message: string,
+    options?: { cause?: unknown; status?: number | undefined },
+  ) {
+    super(`cluster ${cluster}: ${reason}: ${message}`, ErrorCodes.KUBERNETES, options);
+    this.name = "KubernetesError";
+    this.cluster = cluster;
+    this.reason = reason;
+    this.status = options?.status;
+  }
+}
+brand(KubernetesError, ErrorCodes.KUBERNETES);

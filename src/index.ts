@@ -36,6 +36,12 @@ export { type DnsCluster, type DnsDiscoveryOptions, dnsDiscovery } from "./disco
 export { createEndpoint, type Endpoint, type EndpointInit, type Locality } from "./discovery/endpoint.js";
 export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
 export {
+  type KubernetesCluster,
+  type KubernetesClusterStatus,
+  type KubernetesDiscoveryOptions,
+  kubernetesDiscovery,
+} from "./discovery/kubernetes/kubernetes.js";
+export {
   parseServiceName,
   SERVICE_NAME_FORMS,
   type ServiceName,
@@ -59,6 +65,8 @@ export {
   ErrorCodes,
   InvalidEndpointError,
   isMeshError,
+  KubernetesError,
+  type KubernetesErrorReason,
   MeshClosedError,
   MeshError,
   NoHealthyEndpointError,

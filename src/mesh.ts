@@ -280,7 +280,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       let options: RequestInit = fetchInit;
       if (init !== undefined) {
         // Not `{ ...init, dispatcher }`: a spread followed by a new field
-        // takes V8's slow path, 1 µs a call; this costs a tenth.
+        // takes V8's slow path (docs/performance.md, F2).
         options = Object.assign({}, init);
         (options as { dispatcher?: Dispatcher }).dispatcher = explicitDispatcher;
       }
