@@ -1,5 +1,13 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -145,6 +153,55 @@ export function createTestCa(name = "meshlink test CA"): TestCa {
         dir,
       );
       return { cert: readFileSync(join(dir, `${id}.pem`), "utf8"), key: leafKey };
+    },
+    dispose() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A directory laid out as kubelet lays out a Kubernetes secret volume: the
+ * files live in a timestamped directory, `..data` is a symlink to it, and
+ * each visible file is a symlink through `..data`. {@link SecretVolume.swap}
+ * rotates the way kubelet does: a new directory, a `..data_tmp` symlink,
+ * then one atomic rename over `..data`, then the old directory is removed.
+ */
+export interface SecretVolume {
+  /** The volume's directory. */
+  readonly dir: string;
+  /** The visible path of a file (`<dir>/tls.crt`). */
+  path(name: string): string;
+  /** Replaces every file at once. */
+  swap(files: Readonly<Record<string, string>>): void;
+  /** Removes the volume. */
+  dispose(): void;
+}
+
+let volumeSerial = 0;
+
+/** Creates a secret volume holding `files`. */
+export function createSecretVolume(files: Readonly<Record<string, string>>): SecretVolume {
+  const dir = mkdtempSync(join(tmpdir(), "meshlink-secret-"));
+  let current: string | undefined;
+  const write = (contents: Readonly<Record<string, string>>) => {
+    const name = `..2026_01_01_00_00_${String(volumeSerial++).padStart(6, "0")}`;
+    mkdirSync(join(dir, name));
+    for (const [file, text] of Object.entries(contents)) writeFileSync(join(dir, name, file), text);
+    return name;
+  };
+  current = write(files);
+  symlinkSync(current, join(dir, "..data"));
+  for (const file of Object.keys(files)) symlinkSync(join("..data", file), join(dir, file));
+  return {
+    dir,
+    path: (name) => join(dir, name),
+    swap(contents) {
+      const previous = current!;
+      current = write(contents);
+      symlinkSync(current, join(dir, "..data_tmp"));
+      renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
+      rmSync(join(dir, previous), { recursive: true, force: true });
     },
     dispose() {
       rmSync(dir, { recursive: true, force: true });
