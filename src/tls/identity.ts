@@ -188,3 +188,42 @@ export function identityChecker(
 ): (host: string, cert: PeerCertificate) => Error | undefined {
   return (_host, cert) => verifyIdentity(expected, cert, match);
 }
+
+/** Node's codes for a server certificate that fails chain verification (OpenSSL's `X509_V_ERR_*`). */
+const CERTIFICATE_CODES: ReadonlySet<string> = new Set([
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_DECRYPT_CERT_SIGNATURE",
+  "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_NOT_YET_VALID",
+  "CERT_HAS_EXPIRED",
+  "ERROR_IN_CERT_NOT_BEFORE_FIELD",
+  "ERROR_IN_CERT_NOT_AFTER_FIELD",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "CERT_CHAIN_TOO_LONG",
+  "CERT_REVOKED",
+  "INVALID_CA",
+  "PATH_LENGTH_EXCEEDED",
+  "INVALID_PURPOSE",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "HOSTNAME_MISMATCH",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/**
+ * Whether a connection error means the server's certificate was refused:
+ * `identity` for a {@link TlsIdentityError} (a valid certificate of another
+ * identity: an impostor, or stale discovery), `certificate` when the chain
+ * did not verify (unknown CA, expired, not yet valid, self-signed);
+ * `undefined` for anything else (refused, reset, timeout). Either kind is
+ * an endpoint failure that a retry on the same endpoint cannot fix.
+ */
+export function classifyTlsRejection(err: unknown): "identity" | "certificate" | undefined {
+  if (err instanceof TlsIdentityError) return "identity";
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && CERTIFICATE_CODES.has(code) ? "certificate" : undefined;
+}

@@ -232,6 +232,7 @@ export interface TlsPolicy {
 
 export { type GrpcCertificateProvider, grpcCertificateProvider } from "./grpc.js";
 export {
+  classifyTlsRejection,
   compileIdentityTemplate,
   DEFAULT_DNS_TEMPLATE,
   DEFAULT_SPIFFE_TEMPLATE,

@@ -10,7 +10,7 @@ import { parseServiceName } from "../../src/discovery/names.js";
 import { ErrorCodes, TlsIdentityError } from "../../src/errors.js";
 import { resolveTlsOptions, type TlsOptions } from "../../src/tls/options.js";
 import { createTlsPolicy } from "../../src/tls/policy.js";
-import type { TlsPolicy } from "../../src/tls/tls.js";
+import { classifyTlsRejection, type TlsPolicy } from "../../src/tls/tls.js";
 import { rejection } from "../helpers/assert.js";
 import {
   createTestCa,
@@ -146,6 +146,7 @@ describe("mutual TLS through the policy (integration)", () => {
       expected: API_ID,
       presented: ["spiffe://cluster.local/ns/default/sa/impostor"],
     });
+    expect(classifyTlsRejection(err)).toBe("identity");
     expect(impostor.seen).toEqual([]);
   });
 
@@ -164,12 +165,14 @@ describe("mutual TLS through the policy (integration)", () => {
   it("refuses a server certificate from an unknown CA", async () => {
     const err = await rejection(get(clientFor(policy(inline()), unknownCa)));
     expect(err.code).toBe("UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+    expect(classifyTlsRejection(err)).toBe("certificate");
     expect(unknownCa.seen).toEqual([]);
   });
 
   it("refuses an expired server certificate", async () => {
     const err = await rejection(get(clientFor(policy(inline()), expired)));
     expect(err.code).toBe("CERT_HAS_EXPIRED");
+    expect(classifyTlsRejection(err)).toBe("certificate");
     expect(expired.seen).toEqual([]);
   });
 
@@ -179,6 +182,7 @@ describe("mutual TLS through the policy (integration)", () => {
     const err = await rejection(get(clientFor(p, good, { identity: API_ID })));
     // TLS 1.3: the server's alert arrives after the client's side of the handshake, as a closed socket.
     expect(err.code).toBe("UND_ERR_SOCKET");
+    expect(classifyTlsRejection(err)).toBeUndefined();
     expect(good.seen.filter((s) => s.cn === undefined)).toEqual([]);
     await vi.waitFor(() => expect(good.tlsErrors.length).toBeGreaterThan(before));
     expect(String(good.tlsErrors.at(-1)?.message)).toMatch(/certificate/i);
