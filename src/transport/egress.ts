@@ -24,8 +24,10 @@ import { ConfigError, EgressDeniedError } from "../errors.js";
 
 /**
  * The ranges denied by default: IPv4 and IPv6 link-local (cloud metadata
- * services live at 169.254.169.254), the IPv6 addresses of the AWS and
- * Google Cloud metadata services, and the unspecified addresses (Linux
+ * services live at 169.254.169.254, EKS's pod identity agent at
+ * 169.254.170.23), the IPv6 addresses of the AWS metadata service and pod
+ * identity agent and of Google Cloud's metadata server (unique-local
+ * addresses, outside fe80::/10), and the unspecified addresses (Linux
  * connects `0.0.0.0` to the local host).
  */
 export const DEFAULT_EGRESS_DENY: readonly string[] = Object.freeze([
@@ -34,6 +36,7 @@ export const DEFAULT_EGRESS_DENY: readonly string[] = Object.freeze([
   "0.0.0.0/8",
   "::/128",
   "fd00:ec2::254/128",
+  "fd00:ec2::23/128",
   "fd20:ce::254/128",
 ]);
 

@@ -67,6 +67,9 @@ describe("createEgressGuard", () => {
     expect(guard.check("0.0.0.0")?.rule).toBe("deny 0.0.0.0/8");
     expect(guard.check("::")?.rule).toBe("deny ::/128");
     expect(guard.check("fd00:ec2::254")?.rule).toBe("deny fd00:ec2::254/128");
+    expect(guard.check("fd00:ec2::23")?.rule).toBe("deny fd00:ec2::23/128");
+    expect(guard.check("fd20:ce::254")?.rule).toBe("deny fd20:ce::254/128");
+    expect(guard.check("fd20:ce::253")).toBeUndefined();
     expect(guard.check("10.0.1.7")).toBeUndefined();
     expect(guard.check("fec0::1")).toBeUndefined();
     expect(guard.check("::1")).toBeUndefined();
