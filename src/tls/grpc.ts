@@ -16,19 +16,21 @@
 import type { Subscription } from "../subscription.js";
 import type { CertificateSource, TlsMaterial } from "./tls.js";
 
-type CaListener = (update: { caCertificate: Buffer } | null) => void;
-type IdentityListener = (update: { certificate: Buffer; privateKey: Buffer } | null) => void;
+/** grpc-js's `CaCertificateUpdateListener`: the trust bundle, PEM, or null when there is none. */
+export type GrpcCaListener = (update: { caCertificate: Buffer } | null) => void;
+/** grpc-js's `IdentityCertificateUpdateListener`: the certificate chain and key, PEM, or null when there are none. */
+export type GrpcIdentityListener = (update: { certificate: Buffer; privateKey: Buffer } | null) => void;
 
 /** grpc-js's `experimental.CertificateProvider`, structurally. */
 export interface GrpcCertificateProvider {
   /** Adds a listener of trust bundle updates; it is called soon with the current bundle. */
-  addCaCertificateListener(listener: CaListener): void;
+  addCaCertificateListener(listener: GrpcCaListener): void;
   /** Removes a trust bundle listener. */
-  removeCaCertificateListener(listener: CaListener): void;
+  removeCaCertificateListener(listener: GrpcCaListener): void;
   /** Adds a listener of certificate and key updates; it is called soon with the current pair. */
-  addIdentityCertificateListener(listener: IdentityListener): void;
+  addIdentityCertificateListener(listener: GrpcIdentityListener): void;
   /** Removes a certificate listener. */
-  removeIdentityCertificateListener(listener: IdentityListener): void;
+  removeIdentityCertificateListener(listener: GrpcIdentityListener): void;
 }
 
 /**
@@ -46,8 +48,8 @@ export function grpcCertificateProvider(
   source: CertificateSource,
   cluster?: string,
 ): GrpcCertificateProvider {
-  const caListeners = new Set<CaListener>();
-  const idListeners = new Set<IdentityListener>();
+  const caListeners = new Set<GrpcCaListener>();
+  const idListeners = new Set<GrpcIdentityListener>();
   let subscription: Subscription | undefined;
 
   const ca = (m: TlsMaterial) => {

@@ -23,7 +23,7 @@ import {
   readTextsSync,
 } from "./material.js";
 import type { ReloadOptions } from "./source.js";
-import type { IdentityMatch, TlsMaterial, TlsMode } from "./tls.js";
+import type { IdentityMatch, IdentitySettings, TlsMaterial, TlsMode } from "./tls.js";
 
 /** The environment variables of the `tls` option. Their names are part of the public contract. */
 export const TLS_ENV = {
@@ -144,11 +144,7 @@ export interface ResolvedTls {
   /** The material as read at start-up; undefined when there is none (or in `disable` mode, where it is not read). */
   readonly material: TlsMaterial | undefined;
   /** Identity settings. */
-  readonly identity: {
-    readonly template: string;
-    readonly trustDomain: string;
-    readonly match: IdentityMatch;
-  };
+  readonly identity: IdentitySettings;
   /** Trust domains of clusters that have their own. */
   readonly clusterTrustDomains: ReadonlyMap<string, string>;
   /** `onExpiring` lead time, ms; undefined for the default (a fifth of each certificate's lifetime, at most 7 days). */

@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { ConnectionOptions, PeerCertificate, SecureContext } from "node:tls";
+import type { PeerCertificate, SecureContext } from "node:tls";
 import type { Endpoint } from "../discovery/endpoint.js";
 import type { ServiceName } from "../discovery/names.js";
 import type { Subscription } from "../subscription.js";
@@ -98,8 +98,8 @@ export interface CertificateSource {
   onUpdate(listener: (material: TlsMaterial) => void): Subscription;
   /** Called when a reload is refused (unreadable file, bad PEM, mismatched pair); the previous material stays current. */
   onError(listener: (error: Error) => void): Subscription;
-  /** The last refused reload, if any, and when it happened (epoch ms). */
-  readonly lastError: { readonly error: Error; readonly at: number } | undefined;
+  /** The last refused reload, if any. */
+  readonly lastError: RefusedReload | undefined;
   /** When the last reload attempt was refused after the last accepted one. */
   readonly stale: boolean;
   /** The files watched. */
@@ -120,12 +120,19 @@ export interface TlsTarget {
 
 /**
  * Options for `tls.connect` (and undici's `connect`, and grpc-js's
- * `createFromSecureContext`): `secureContext`, `checkServerIdentity`,
- * `rejectUnauthorized`, `servername`. Frozen and cached: the same object for
- * every connection to the same trust bundle, identity and server name until
- * the material rotates.
+ * `createFromSecureContext`): spread them into the connect call. Frozen and
+ * cached: the same object for every connection to the same trust bundle,
+ * identity and server name until the material rotates.
  */
-export interface TlsConnectOptions extends ConnectionOptions {
+export interface TlsConnectOptions {
+  /** The material's context for the endpoint's trust bundle, with the client certificate. Absent in `disable` mode (system trust). */
+  readonly secureContext?: SecureContext;
+  /** Always true: a certificate that does not chain to the bundle fails the handshake. */
+  readonly rejectUnauthorized?: boolean;
+  /** Checks the peer against the expected identity, ignoring the host name; returns a `TlsIdentityError`. Absent in `disable` mode (Node's host-name check). */
+  readonly checkServerIdentity?: (host: string, cert: PeerCertificate) => Error | undefined;
+  /** The TLS server name (SNI); absent when the target's is an IP address. */
+  readonly servername?: string;
   /**
    * A key for the TLS session cache, unique per material version, trust
    * bundle, expected identity and server name. Resumed sessions skip both
@@ -136,6 +143,24 @@ export interface TlsConnectOptions extends ConnectionOptions {
   readonly sessionKey: string;
   /** The identity checked, `undefined` in `disable` mode. Not a `tls.connect` option. */
   readonly expectedIdentity: string | undefined;
+}
+
+/** How server identities are expected and matched, as resolved. */
+export interface IdentitySettings {
+  /** The template for endpoints without an identity of their own. */
+  readonly template: string;
+  /** The default SPIFFE trust domain. */
+  readonly trustDomain: string;
+  /** URI SAN (`spiffe`) or DNS SAN (`dns`). */
+  readonly match: IdentityMatch;
+}
+
+/** A reload that was refused. */
+export interface RefusedReload {
+  /** Why: a `TlsMaterialError`. */
+  readonly error: Error;
+  /** When, epoch ms. */
+  readonly at: number;
 }
 
 /** A rotation that was accepted. */
@@ -163,11 +188,7 @@ export interface TlsDescription {
   /** When that version was loaded, ISO 8601. */
   readonly loadedAt: string | undefined;
   /** How server identities are matched. */
-  readonly identity: {
-    readonly match: IdentityMatch;
-    readonly template: string;
-    readonly trustDomain: string;
-  };
+  readonly identity: IdentitySettings;
   /** Every certificate in use, with its not-after. */
   readonly certificates: readonly CertificateInfo[];
   /** The files watched for rotation. */
@@ -175,7 +196,17 @@ export interface TlsDescription {
   /** True when the last reload was refused: the material in use is older than the files. */
   readonly stale: boolean;
   /** The last refused rotation. */
-  readonly lastError: { readonly at: string; readonly code: string; readonly message: string } | undefined;
+  readonly lastError: DescribedError | undefined;
+}
+
+/** A refused rotation, as `describe()` shows it. */
+export interface DescribedError {
+  /** When, ISO 8601. */
+  readonly at: string;
+  /** The error code, `MESHLINK_ERR_TLS_MATERIAL`. */
+  readonly code: string;
+  /** What was wrong, naming the file (never any key material). */
+  readonly message: string;
 }
 
 /**
@@ -230,7 +261,12 @@ export interface TlsPolicy {
   close(): void;
 }
 
-export { type GrpcCertificateProvider, grpcCertificateProvider } from "./grpc.js";
+export {
+  type GrpcCaListener,
+  type GrpcCertificateProvider,
+  type GrpcIdentityListener,
+  grpcCertificateProvider,
+} from "./grpc.js";
 export {
   classifyTlsRejection,
   compileIdentityTemplate,
