@@ -39,6 +39,12 @@ export const ErrorCodes = {
   INVALID_ENDPOINT: "MESHLINK_ERR_INVALID_ENDPOINT",
   /** A {@link KubernetesError}: one cluster's Kubernetes API could not be used (see its `reason`). */
   KUBERNETES: "MESHLINK_ERR_KUBERNETES",
+  /** A {@link TlsIdentityError}: the server's certificate names another identity than the one expected. */
+  TLS_IDENTITY: "MESHLINK_ERR_TLS_IDENTITY",
+  /** A {@link TlsMaterialError}: a CA bundle, certificate or key cannot be read, parsed or paired. */
+  TLS_MATERIAL: "MESHLINK_ERR_TLS_MATERIAL",
+  /** An {@link EgressDeniedError}: the egress guard refuses the endpoint's address. */
+  EGRESS_DENIED: "MESHLINK_ERR_EGRESS_DENIED",
 } as const;
 
 /** One of the {@link ErrorCodes}. */
@@ -287,6 +293,73 @@ export class DeadlineExceededError extends MeshError {
   }
 }
 brand(DeadlineExceededError, ErrorCodes.DEADLINE_EXCEEDED);
+
+/**
+ * The server presented a certificate that chains to a trusted CA but names
+ * another identity than the one expected for the endpoint: a SPIFFE ID
+ * (URI SAN), or a DNS name in `dns` match mode. The connection is closed
+ * before any request byte is written. It counts against the endpoint's
+ * health and is never retried on the same endpoint.
+ */
+export class TlsIdentityError extends MeshError {
+  /** The identity the endpoint was expected to present. */
+  readonly expected: string;
+  /** The identities the certificate presents (its URI SANs, or DNS SANs in `dns` mode); empty when none. */
+  readonly presented: readonly string[];
+
+  /** @internal */
+  constructor(expected: string, presented: readonly string[]) {
+    super(
+      `server identity mismatch: expected ${expected}, presented ${presented.length > 0 ? presented.join(", ") : "none"}`,
+      ErrorCodes.TLS_IDENTITY,
+    );
+    this.name = "TlsIdentityError";
+    this.expected = expected;
+    this.presented = presented;
+  }
+}
+brand(TlsIdentityError, ErrorCodes.TLS_IDENTITY);
+
+/**
+ * TLS material (a CA bundle, a certificate chain or a private key) cannot be
+ * read, is not valid PEM, or the key does not match the certificate. At
+ * start-up it is the `cause` of a {@link ConfigError}; during rotation the
+ * previous material is kept and this error is shown by `describe()`. The
+ * message never contains key material.
+ */
+export class TlsMaterialError extends MeshError {
+  /** Where the material came from: an option (`tls.cert`), a variable (`MESHLINK_TLS_KEY`) or a path. */
+  readonly source: string;
+
+  /** @internal */
+  constructor(source: string, problem: string, options?: { cause?: unknown }) {
+    super(`${source}: ${problem}`, ErrorCodes.TLS_MATERIAL, options);
+    this.name = "TlsMaterialError";
+    this.source = source;
+  }
+}
+brand(TlsMaterialError, ErrorCodes.TLS_MATERIAL);
+
+/**
+ * The egress guard refused to connect to an address: it is inside a denied
+ * range (by default link-local, where cloud metadata services live, and the
+ * unspecified addresses), or outside the allow list. Nothing was sent.
+ */
+export class EgressDeniedError extends MeshError {
+  /** The refused address, as discovery (or DNS) gave it. */
+  readonly address: string;
+  /** The rule that refused it: `deny 169.254.0.0/16`, or `not in allow list`. */
+  readonly rule: string;
+
+  /** @internal */
+  constructor(address: string, rule: string) {
+    super(`egress to ${address} denied by rule: ${rule}`, ErrorCodes.EGRESS_DENIED);
+    this.name = "EgressDeniedError";
+    this.address = address;
+    this.rule = rule;
+  }
+}
+brand(EgressDeniedError, ErrorCodes.EGRESS_DENIED);
 
 /**
  * True when `err` is a meshlink error, of the given code when one is given.
