@@ -18,7 +18,10 @@ import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js"
 import { CallPolicy } from "./resilience/policy.js";
 import { HealthTracker, type HealthView } from "./routing/health.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
+import { createTlsPolicy } from "./tls/policy.js";
+import type { TlsDescription } from "./tls/tls.js";
 import { Connector } from "./transport/connector.js";
+import { createEgressGuard } from "./transport/egress.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
 import type { HttpRoutes } from "./transport/http/routes.js";
 
@@ -107,6 +110,10 @@ export interface MeshDescription {
   readonly backends: readonly string[];
   /** Every service the mesh has resolved so far. */
   readonly services: readonly ServiceDescription[];
+  /** Mutual TLS: the mode, each certificate with its not-after, the last refused rotation. */
+  readonly tls: TlsDescription;
+  /** The egress rules in force, in the order they apply. */
+  readonly egress: readonly string[];
 }
 
 /** An in-process service mesh. Created by {@link createMesh}. */
@@ -210,10 +217,18 @@ export function createMesh(options: MeshOptions = {}): Mesh {
 
   // One connector opens every connection to an endpoint.
   const a = config.agent;
-  const connector = new Connector({ timeout: a.connectTimeout, maxCachedSessions: a.maxCachedSessions });
+  const tls = createTlsPolicy(config.tls);
+  const egress = createEgressGuard(config.egress.options, config.egress.source);
+  const connector = new Connector({
+    timeout: a.connectTimeout,
+    maxCachedSessions: a.maxCachedSessions,
+    egress,
+    tls,
+  });
   const routes: HttpRoutes = {
     policy,
     connections: connector,
+    tls,
     get closed() {
       return registry.closed;
     },
@@ -313,6 +328,8 @@ export function createMesh(options: MeshOptions = {}): Mesh {
         locality: { region: config.region, zone: config.zone, failover: config.failover },
         backends: backends.map((b) => b.name),
         services: [...balancers.values()].map(describeService),
+        tls: tls.describe(),
+        egress: egress.rules,
       };
     },
     close() {
@@ -323,6 +340,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
         // (closing would wait for their connect timeout).
         await policy.drained();
         for (const b of balancers.values()) b.close();
+        tls.close();
         await agent.destroy();
       })();
       return closing;

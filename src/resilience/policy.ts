@@ -88,6 +88,12 @@ export type FailureKind =
    * when the request may be sent again.
    */
   | "stale"
+  /**
+   * The TLS handshake refused the server (another identity than expected, an
+   * untrusted or expired certificate): nothing was written, any method may
+   * retry, but never on the same endpoint.
+   */
+  | "tls"
   /** The connection broke before a response: the server may have seen the request. */
   | "reset"
   /** No response headers within the per-try timeout. */
@@ -282,7 +288,7 @@ export class CallPolicy {
    */
   mayRetry(kind: FailureKind | "status", idempotent: boolean, attempt: number): boolean {
     if (attempt >= this.attempts) return false;
-    if (kind === "connect") return true;
+    if (kind === "connect" || kind === "tls") return true;
     if (kind === "other") return false;
     return idempotent;
   }

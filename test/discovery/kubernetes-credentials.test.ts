@@ -219,7 +219,7 @@ describe("kubernetesDiscovery options", () => {
     [
       "an unknown option",
       { clusters: [{ name: "a", region: "r", server: "https://x" }], watchTimeout: 5 },
-      "options",
+      "watchTimeout",
     ],
     [
       "backoff.base above backoff.max",

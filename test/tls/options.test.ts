@@ -174,7 +174,8 @@ describe("resolveTlsOptions", () => {
       resolveTlsOptions({ mode: "strict", ca: ca.cert, cert: leaf.cert, key: stray }, {}, undefined, FILE),
     );
     expect(mismatch.source).toBe("tls.key");
-    expect(mismatch.value).toBe(`<inline PEM private key, ${stray.length} bytes>`);
+    // A value under a secret-named key is redacted in every ConfigError.
+    expect(mismatch.value).toBe("[redacted]");
     expect(mismatch.message).not.toContain(keyBody(stray));
     const unknownKey = configError(() =>
       resolveTlsOptions({ key: stray, cert: leaf.cert, keyPassword: "x" } as TlsOptions, {}, undefined, FILE),
