@@ -61,6 +61,7 @@ export {
   ConfigError,
   DeadlineExceededError,
   DiscoveryError,
+  EgressDeniedError,
   type ErrorCode,
   ErrorCodes,
   InvalidEndpointError,
@@ -73,6 +74,8 @@ export {
   RequestFailedError,
   ServiceNameError,
   ServiceNotFoundError,
+  TlsIdentityError,
+  TlsMaterialError,
 } from "./errors.js";
 export {
   createMesh,
@@ -96,4 +99,18 @@ export type { FailureRateOptions, HealthState, HealthView } from "./routing/heal
 export type { BalancerPolicy, DistributeRule, PriorityLabel, SlowStartOptions } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
+export type { MaterialSpec, MaterialSpecs } from "./tls/material.js";
+// Mutual TLS and the egress guard.
+export type { ResolvedTls, TlsOptions } from "./tls/options.js";
+export type { ReloadOptions } from "./tls/source.js";
+export type {
+  CertificateInfo,
+  DescribedError,
+  IdentityMatch,
+  IdentitySettings,
+  TlsDescription,
+  TlsMaterial,
+  TlsMode,
+} from "./tls/tls.js";
+export { DEFAULT_EGRESS_DENY, type EgressOptions } from "./transport/egress.js";
 export { HEDGE_HEADER, RETRYABLE_HEADER } from "./transport/http/headers.js";

@@ -152,7 +152,12 @@ export interface ResolvedConfig {
   /** TLS settings and the material read at start-up. */
   readonly tls: ResolvedTls;
   /** The egress rules, and where they were written (for errors). */
-  readonly egress: { readonly options: EgressOptions; readonly source: string };
+  readonly egress: {
+    /** The rules as given. */
+    readonly options: EgressOptions;
+    /** Where they were written: `egress`, or `<file>: egress`. */
+    readonly source: string;
+  };
 }
 
 /** @internal The defaults of `agent`: undici's own. */

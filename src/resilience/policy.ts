@@ -135,6 +135,8 @@ export function classifyError(err: unknown): FailureKind {
   if (CONNECT_CODES.has(code)) return "connect";
   if (RESET_CODES.has(code)) return "reset";
   if (TIMEOUT_CODES.has(code)) return "timeout";
+  // A TLS handshake that failed (a server that does not speak TLS, no shared cipher): no request was sent.
+  if (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_")) return "connect";
   // llhttp's parse errors (HPE_INVALID_CONSTANT, HPE_INVALID_HEADER_TOKEN, …) and their kin.
   if (PROTOCOL_CODES.has(code) || code.startsWith("HPE_") || e?.name === "HTTPParserError") return "protocol";
   return "other";

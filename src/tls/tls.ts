@@ -179,7 +179,7 @@ export interface ExpiryEvent {
   readonly remainingMs: number;
 }
 
-/** The JSON-ready state of a {@link TlsPolicy}. */
+/** The JSON-ready state of the mesh's TLS policy, in `mesh.describe().tls`. */
 export interface TlsDescription {
   /** The mode in force. */
   readonly mode: TlsMode;

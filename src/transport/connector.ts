@@ -71,7 +71,9 @@ export class Connector {
       const address = host.startsWith("[") ? host.slice(1, -1) : host;
       const violation = guard?.check(address);
       if (violation !== undefined) {
-        (callback as ConnectCallback)(new EgressDeniedError(violation.address, violation.rule), null);
+        // undici expects its connect callback later, never within the call.
+        const err = new EgressDeniedError(violation.address, violation.rule);
+        queueMicrotask(() => (callback as ConnectCallback)(err, null));
         return;
       }
       let connector = base;

@@ -40,7 +40,7 @@ export const DEFAULT_EGRESS_DENY: readonly string[] = Object.freeze([
   "fd20:ce::254/128",
 ]);
 
-/** Options of {@link createEgressGuard}: the `egress` option and config file key. */
+/** The `egress` option and config file key: the egress guard's rules. */
 export interface EgressOptions {
   /** CIDR ranges (or single addresses) never connected to, in addition to {@link DEFAULT_EGRESS_DENY}. */
   deny?: string[] | undefined;
