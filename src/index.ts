@@ -17,6 +17,12 @@ export {
   type ResolvedConfig,
   type RoutingConfig,
 } from "./config/config.js";
+export {
+  type ConsulDatacenter,
+  type ConsulDiscoveryOptions,
+  type ConsulTlsOptions,
+  consulDiscovery,
+} from "./discovery/consul/consul.js";
 export type {
   BoundUpdate,
   ClusterStatus,
@@ -27,7 +33,6 @@ export type {
   PendingUpdate,
   WatchOptions,
 } from "./discovery/discovery.js";
-export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
 export { type DnsCluster, type DnsDiscoveryOptions, dnsDiscovery } from "./discovery/dns.js";
 export {
   createEndpoint,
@@ -36,6 +41,7 @@ export {
   hostPort,
   type Locality,
 } from "./discovery/endpoint.js";
+export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
 export {
   parseServiceName,
   SERVICE_NAME_FORMS,

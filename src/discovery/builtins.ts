@@ -5,12 +5,14 @@
  * @module
  */
 
+import { consulDiscoveryKind } from "./consul/consul.js";
 import { dnsDiscovery } from "./dns.js";
 import { type DiscoveryKindFactory, registerDiscoveryKind } from "./kinds.js";
 import { staticDiscovery } from "./static.js";
 
-/** @internal Registers the built-in kinds (static, dns). Idempotent. */
+/** @internal Registers the built-in kinds (static, dns, consul). Idempotent. */
 export function registerBuiltinDiscoveryKinds(): void {
   registerDiscoveryKind("static", staticDiscovery as unknown as DiscoveryKindFactory);
   registerDiscoveryKind("dns", dnsDiscovery as unknown as DiscoveryKindFactory);
+  registerDiscoveryKind("consul", consulDiscoveryKind);
 }
