@@ -109,6 +109,7 @@ interface Waiter {
   dc: string;
   service: string;
   index: number;
+  record: ConsulRequest;
   answer: () => void;
 }
 
@@ -135,7 +136,7 @@ export interface TestConsulServer {
   /** Every health request, in order. */
   readonly requests: ConsulRequest[];
   /** Requests held now. */
-  readonly held: number;
+  readonly holding: number;
   register(dc: string, instance: ConsulInstance): number;
   deregister(dc: string, id: string): number;
   setCheck(dc: string, id: string, status: CheckStatus): number;
@@ -145,10 +146,14 @@ export interface TestConsulServer {
   resetIndex(): void;
   /** Answers with a fault from now on, in one datacenter or all (`dc` omitted); `undefined` clears it. */
   fault(mode: ConsulFault | undefined, dc?: string): void;
-  /** Resolves with the next request matching `match` (default any) once it is being held (blocking). */
-  nextHeld(match?: (r: ConsulRequest) => boolean): Promise<ConsulRequest>;
+  /** Resolves with a request matching `match` (default any) that is held (blocking) now, or the next one. */
+  held(match?: (r: ConsulRequest) => boolean): Promise<ConsulRequest>;
+  /** Resolves with the first request matching `match`, past or future. */
+  request(match: (r: ConsulRequest) => boolean): Promise<ConsulRequest>;
   /** Resolves with the next request matching `match` when it arrives. */
   nextRequest(match?: (r: ConsulRequest) => boolean): Promise<ConsulRequest>;
+  /** Resolves with the next held request matching `match` once it ends (answered, or its connection closed). */
+  nextReleased(match?: (r: ConsulRequest) => boolean): Promise<ConsulRequest>;
   /** Stops listening and drops every connection (the agent is down). */
   stop(): Promise<void>;
   /** Listens again on the same address and port. */
@@ -275,8 +280,9 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
   const faults = new Map<string, ConsulFault>();
   const waiters = new Set<Waiter>();
   const requests: ConsulRequest[] = [];
+  type Moment = "arrived" | "held" | "released";
   const watchers = new Set<{
-    held: boolean;
+    moment: Moment;
     match: (r: ConsulRequest) => boolean;
     resolve: (r: ConsulRequest) => void;
   }>();
@@ -302,9 +308,9 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
     return dc.index;
   };
 
-  const seen = (r: ConsulRequest, held: boolean) => {
+  const seen = (r: ConsulRequest, moment: Moment) => {
     for (const w of [...watchers]) {
-      if (w.held === held && w.match(r)) {
+      if (w.moment === moment && w.match(r)) {
         watchers.delete(w);
         w.resolve(r);
       }
@@ -330,7 +336,7 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
     const index = /^\d+$/.test(rawIndex) ? Number(rawIndex) : Number.NaN;
     const record: ConsulRequest = { path: req.url ?? "", service, query: q, token, index, dc: dcName };
     requests.push(record);
-    seen(record, false);
+    seen(record, "arrived");
 
     let policy: AclPolicy | undefined;
     if (options.acl !== undefined) {
@@ -361,9 +367,11 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
       return i < 0 ? [kv, ""] : [kv.slice(0, i), kv.slice(i + 1)];
     });
     const dc = dcs.get(dcName);
-    const fault = faults.get(dcName) ?? faults.get("*");
+    const currentFault = () => faults.get(dcName) ?? faults.get("*");
 
+    // A held request answers with whatever fault is set when it wakes.
     const answer = () => {
+      const fault = currentFault();
       if (fault === "hang") return; // never answers
       if (fault === "500") return fail(res, 500, "rpc error making call: No cluster leader");
       if (fault === "forbidden") return fail(res, 403, "Permission denied");
@@ -407,6 +415,7 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
       res.end(JSON.stringify(entries));
     };
 
+    const fault = currentFault();
     const blocks =
       fault === "hang" ||
       (dc !== undefined && index > 0 && queryIndex(dc, service) <= index && fault === undefined);
@@ -416,22 +425,22 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
       dc: dcName,
       service,
       index,
+      record,
       answer: () => {
         waiters.delete(waiter);
         clearTimeout(timer);
         if (!res.destroyed) answer();
       },
     };
-    if (fault !== "hang") {
-      // Consul adds up to wait/16 at random so that waiting clients spread out.
-      timer = setTimeout(waiter.answer, wait + Math.random() * (wait / 16));
-      waiters.add(waiter);
-    }
+    // Consul adds up to wait/16 at random so that waiting clients spread out.
+    if (fault !== "hang") timer = setTimeout(waiter.answer, wait + Math.random() * (wait / 16));
+    waiters.add(waiter);
     res.on("close", () => {
       waiters.delete(waiter);
       clearTimeout(timer);
+      seen(record, "released");
     });
-    seen(record, true);
+    seen(record, "held");
   };
 
   const make = (): Server => {
@@ -472,7 +481,7 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
       return port;
     },
     requests,
-    get held() {
+    get holding() {
       return waiters.size;
     },
     register(dc, instance) {
@@ -522,11 +531,21 @@ export async function startConsulServer(options: ConsulServerOptions = {}): Prom
       if (mode === undefined) faults.delete(dc ?? "*");
       else faults.set(dc ?? "*", mode);
     },
-    nextHeld(match = () => true) {
-      return new Promise((resolve) => watchers.add({ held: true, match, resolve }));
+    held(match = () => true) {
+      const now = [...waiters].find((w) => match(w.record));
+      if (now !== undefined) return Promise.resolve(now.record);
+      return new Promise((resolve) => watchers.add({ moment: "held", match, resolve }));
+    },
+    request(match = () => true) {
+      const past = requests.find(match);
+      if (past !== undefined) return Promise.resolve(past);
+      return state.nextRequest(match);
     },
     nextRequest(match = () => true) {
-      return new Promise((resolve) => watchers.add({ held: false, match, resolve }));
+      return new Promise((resolve) => watchers.add({ moment: "arrived", match, resolve }));
+    },
+    nextReleased(match = () => true) {
+      return new Promise((resolve) => watchers.add({ moment: "released", match, resolve }));
     },
     async stop() {
       if (!server.listening) return;

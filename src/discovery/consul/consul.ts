@@ -52,6 +52,8 @@ export interface ConsulBackend extends DiscoveryBackend {
   readonly settings: ConsulSettings;
   /** Blocking-query loops running now. */
   readonly queries: number;
+  /** Stops every loop, aborts every query in flight at once, closes the connection pool. */
+  close(): Promise<void>;
 }
 
 /**
