@@ -288,14 +288,24 @@ export interface ConsulDiscoveryOptions {
   /** How long a query may take beyond its wait (connect, answer, Consul's wait/16 jitter); default 10 000. */
   timeout?: number;
   /** Back-off between failed queries: jittered, doubling from `base` (default 250) to `max` (default 30 000). */
-  backoff?: { base?: number; max?: number };
+  backoff?: {
+    /** The first retry's delay, before jitter; default 250. */
+    base?: number;
+    /** The longest delay; default 30 000. */
+    max?: number;
+  };
   /**
    * The floor on the query loop when Consul's index moves without a change
    * of endpoints (Consul's "rate limit" rule): a token bucket of `burst`
    * queries (default 2), one more every `interval` (default 1 000; 0 turns
    * the limit off). A change of endpoints never waits.
    */
-  rateLimit?: { interval?: number; burst?: number };
+  rateLimit?: {
+    /** One more query every `interval` ms once the burst is spent; default 1 000; 0 turns the limit off. */
+    interval?: number;
+    /** Queries that may follow each other without waiting; default 2. */
+    burst?: number;
+  };
   /** The environment to read `CONSUL_*` variables from; default `process.env`. */
   env?: Record<string, string | undefined>;
 }
