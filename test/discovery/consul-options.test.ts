@@ -53,6 +53,12 @@ describe("consulDiscovery options", () => {
     });
   });
 
+  it("applies CONSUL_HTTP_SSL to an explicit address without scheme, as Consul's client does", () => {
+    expect(settings({ address: "consul:8501" }, { CONSUL_HTTP_SSL: "true" }).address.origin).toBe(
+      "https://consul:8501",
+    );
+  });
+
   it("defaults to 127.0.0.1:8500 and lets an explicit address win over the environment", () => {
     expect(settings({}).address.origin).toBe("http://127.0.0.1:8500");
     expect(

@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import type { ResolvedDatacenter } from "../../src/discovery/consul/options.js";
 import {
   aggregatedStatus,
   bestAddress,
@@ -8,6 +7,7 @@ import {
   type ServiceEntry,
   toEndpoints,
 } from "../../src/discovery/consul/payload.js";
+import type { ResolvedDatacenter } from "../../src/discovery/consul/settings.js";
 
 /** An entry shaped as Consul's health API sends it, with the fields overridden. */
 function entry(

@@ -8,8 +8,8 @@
  */
 
 import { Agent, type Dispatcher } from "undici";
-import type { ConsulSettings } from "./options.js";
 import { parseServiceEntries, type ServiceEntry } from "./payload.js";
+import type { ConsulSettings } from "./settings.js";
 
 /** What kind of failure a {@link ConsulQueryError} is. */
 export type ConsulErrorCode =

@@ -18,17 +18,16 @@ import { ConsulClient } from "./client.js";
 import { planService } from "./names.js";
 import {
   type ConsulDiscoveryOptions,
-  type ConsulSettings,
   consulFileSchema,
   consulOptionsSchema,
   type ParsedConsulOptions,
-  resolveConsulSettings,
 } from "./options.js";
 import { endpointSetKey } from "./payload.js";
 import { abortableDelay, type DatacenterQuery, type QueryDependencies, QueryPool } from "./query.js";
+import { type ConsulSettings, resolveConsulSettings } from "./settings.js";
 
 export type { ConsulDatacenter, ConsulDiscoveryOptions, ConsulTlsOptions } from "./options.js";
-export { CONSUL_ENV } from "./options.js";
+export { CONSUL_ENV } from "./settings.js";
 
 /** Short Kubernetes-style names the backend remembers having found, at most. */
 const MAX_CLAIMED = 10_000;

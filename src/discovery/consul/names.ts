@@ -15,7 +15,7 @@
  */
 
 import type { ServiceName } from "../names.js";
-import type { ConsulSettings, ResolvedDatacenter } from "./options.js";
+import type { ConsulSettings, ResolvedDatacenter } from "./settings.js";
 
 /** What a watch of one mesh name asks Consul. */
 export interface ServicePlan {

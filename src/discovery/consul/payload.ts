@@ -13,7 +13,7 @@
 
 import { z } from "zod";
 import { createEndpoint, type Endpoint } from "../endpoint.js";
-import type { ResolvedDatacenter } from "./options.js";
+import type { ResolvedDatacenter } from "./settings.js";
 
 const stringMap = z.record(z.string(), z.string()).nullish();
 const port = z.number().int().min(0).max(65535);

@@ -23,8 +23,8 @@
 
 import type { Endpoint } from "../endpoint.js";
 import { type ConsulClient, ConsulQueryError } from "./client.js";
-import type { ConsulSettings, ResolvedDatacenter } from "./options.js";
 import { endpointSetKey, toEndpoints } from "./payload.js";
+import type { ConsulSettings, ResolvedDatacenter } from "./settings.js";
 
 /** Replaceable parts, for tests. */
 export interface QueryDependencies {
