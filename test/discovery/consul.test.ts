@@ -316,6 +316,47 @@ describe("consulDiscovery", () => {
     expect(server.requests.length).toBe(before + 1);
   });
 
+  it("does not let a datacenter that never answers hold the first snapshot past the grace after the first answer", async () => {
+    server.fault("hang", "dc-west");
+    const delays = manualDelays();
+    backend = consulBackend(server.url, {}, { delay: delays.delay });
+    const w = watchOf(backend, "web.service.consul");
+    const first = w.next();
+    await delays.asks(1);
+    expect(delays.asked).toEqual([1000]);
+    delays.release();
+    const update = await first;
+    expect(ids(update)).toEqual(["dc-east/127.0.70.2:8080"]);
+    expect(update.kind === "bound" && update.clusters?.[1]).toMatchObject({
+      cluster: "dc-west",
+      fresh: false,
+      updatedAt: undefined,
+      error: undefined,
+    });
+  });
+
+  it("says not-found only once every datacenter has answered", async () => {
+    server.deregister("dc-east", "web-east-1");
+    server.fault("hang", "dc-west");
+    const delays = manualDelays();
+    backend = consulBackend(server.url, {}, { delay: delays.delay });
+    const w = watchOf(backend, "web.service.consul");
+    let settled = false;
+    const first = w.next().then((u) => {
+      settled = true;
+      return u;
+    });
+    await delays.asks(1);
+    delays.release();
+    // The grace is over, dc-east has nothing, dc-west has not answered: no
+    // verdict yet, once everything the release set off has run.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(false);
+    server.fault(undefined, "dc-west");
+    server.deregister("dc-west", "web-west-1");
+    expect((await first).kind).toBe("not-found");
+  });
+
   it("runs one blocking query per (service, datacenter) for every watch of the service", async () => {
     backend = consulBackend(server.url);
     const a = watchOf(backend, "web.service.consul", 8080);

@@ -32,6 +32,14 @@ export { CONSUL_ENV } from "./settings.js";
 /** Short Kubernetes-style names the backend remembers having found, at most. */
 const MAX_CLAIMED = 10_000;
 
+/**
+ * How long the first snapshot waits for the other datacenters once one has
+ * answered: long enough for "a moment behind", short enough that one
+ * unreachable datacenter (its query may take `timeout`) does not hold the
+ * first calls of a service that another datacenter serves.
+ */
+const FIRST_ANSWER_GRACE = 1_000;
+
 function statusOf(q: DatacenterQuery): ClusterStatus {
   return Object.freeze({
     cluster: q.label,
@@ -66,10 +74,11 @@ export function createConsulBackend(
 ): ConsulBackend {
   const settings = resolveConsulSettings(options, prefix);
   const client = new ConsulClient(settings);
+  const delay = deps.delay ?? abortableDelay;
   const pool = new QueryPool(client, settings, {
     now: deps.now ?? Date.now,
     random: deps.random ?? Math.random,
-    delay: deps.delay ?? abortableDelay,
+    delay,
   });
   const closed = new AbortController();
   const claimed = new Set<string>();
@@ -142,15 +151,28 @@ export function createConsulBackend(
 
         let lastKey: string | undefined;
         let lastFailure = "";
+        let graceStarted = false;
+        let graceOver = false;
         while (!stop.signal.aborted) {
           if (!dirty) await new Promise<void>((resolve) => (wake = resolve));
           if (stop.signal.aborted) return;
           dirty = false;
 
           // The first snapshot waits for every datacenter to answer or fail
-          // (the first query does not block): a remote datacenter answering
-          // first must not take the first calls from the local one.
-          if (queries.some((q) => q.status === "pending")) continue;
+          // (the first query does not block), or for the grace after the
+          // first answer: a remote datacenter answering first must not take
+          // the first calls from the local one a moment behind it.
+          const pending = queries.some((q) => q.status === "pending");
+          if (lastKey === undefined && pending) {
+            if (!graceStarted && queries.some((q) => q.status !== "pending")) {
+              graceStarted = true;
+              void delay(FIRST_ANSWER_GRACE, stop.signal).then(() => {
+                graceOver = true;
+                notify();
+              });
+            }
+            if (!graceOver) continue;
+          }
           const endpoints = queries.flatMap((q) => q.endpoints);
           const failing = queries.filter((q) => q.status === "failed");
           const failure = failing.map(describeError).join("; ");
@@ -163,9 +185,10 @@ export function createConsulBackend(
           // A set goes out when it changed, or when the last failure has
           // cleared (the registry then drops its stale mark). A first answer
           // that is empty because datacenters failed is only a failure.
+          // Nor is "not found" said while a datacenter has not answered.
           const announce =
             lastKey === undefined
-              ? endpoints.length > 0 || failing.length === 0
+              ? endpoints.length > 0 || (failing.length === 0 && !pending)
               : key !== lastKey || (lastFailure !== "" && failing.length === 0);
           if (announce) {
             lastKey = key;
