@@ -4,9 +4,11 @@
  * (`api/health.go`, `api/agent.go`, `api/catalog.go`) decodes it — validated
  * with zod, and how an entry becomes an {@link Endpoint}.
  *
- * Only the fields the backend reads are checked; Consul adds fields from
- * version to version and those pass through. Go encodes a nil slice or map
- * as `null`, so lists and maps may be `null`.
+ * Only the fields the backend reads are checked and kept: Consul adds
+ * fields from version to version, and copying what nobody reads (check
+ * output, proxy and connect blocks) would double the garbage of every
+ * answer. Go encodes a nil slice or map as `null`, so lists and maps may be
+ * `null`.
  *
  * @module
  */
@@ -23,16 +25,16 @@ const port = z.number().int().min(0).max(65535);
  * `Address`/`Port`; its API docs show `address`/`port`, and Go's decoder
  * takes either, so this does too.
  */
-const serviceAddress = z.looseObject({
+const serviceAddress = z.object({
   Address: z.string().optional(),
   Port: port.optional(),
   address: z.string().optional(),
   port: port.optional(),
 });
 
-const locality = z.looseObject({ Region: z.string().optional(), Zone: z.string().optional() }).nullish();
+const locality = z.object({ Region: z.string().optional(), Zone: z.string().optional() }).nullish();
 
-const node = z.looseObject({
+const node = z.object({
   ID: z.string().optional(),
   Node: z.string(),
   Address: z.string(),
@@ -42,7 +44,7 @@ const node = z.looseObject({
   Locality: locality,
 });
 
-const service = z.looseObject({
+const service = z.object({
   ID: z.string(),
   Service: z.string(),
   Tags: z.array(z.string()).nullish(),
@@ -50,17 +52,17 @@ const service = z.looseObject({
   TaggedAddresses: z.record(z.string(), serviceAddress).nullish(),
   Meta: stringMap,
   Port: port,
-  Weights: z.looseObject({ Passing: z.number().int(), Warning: z.number().int() }).nullish(),
+  Weights: z.object({ Passing: z.number().int(), Warning: z.number().int() }).nullish(),
   Locality: locality,
 });
 
-const check = z.looseObject({
+const check = z.object({
   CheckID: z.string().optional(),
   Status: z.string(),
   ServiceID: z.string().optional(),
 });
 
-const entry = z.looseObject({ Node: node, Service: service, Checks: z.array(check).nullish() });
+const entry = z.object({ Node: node, Service: service, Checks: z.array(check).nullish() });
 
 /** One `ServiceEntry` of a health answer, as validated. */
 export type ServiceEntry = z.output<typeof entry>;
