@@ -22,6 +22,12 @@ export {
 } from "./config/config.js";
 export { ERROR_CHANNEL, type InternalErrorMessage } from "./diagnostics.js";
 // Discovery: the built-in backends, and what a backend author implements.
+export {
+  type ConsulDatacenter,
+  type ConsulDiscoveryOptions,
+  type ConsulTlsOptions,
+  consulDiscovery,
+} from "./discovery/consul/consul.js";
 export type {
   BoundUpdate,
   ClusterStatus,
