@@ -152,7 +152,7 @@ describe("consulDiscovery options", () => {
   });
 
   it.each([
-    [{ bogus: 1 }, "options"],
+    [{ bogus: 1 }, "bogus"],
     [
       {
         datacenters: [
@@ -179,7 +179,7 @@ describe("consulDiscovery options", () => {
     );
     expect(err.source).toBe("/etc/mesh.yaml: discovery[2].consul.datacenters[0].region");
     expect(configError(() => consulDiscoveryKind({ env: {} }, "f: discovery[0].consul")).source).toBe(
-      "f: discovery[0].consul",
+      "f: discovery[0].consul.env",
     );
   });
 });
