@@ -399,7 +399,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /** The other attempt of a hedge race, still waiting for its response. */
   #racing(a: A): boolean {
     const other = a === this.#current ? this.#other : this.#current;
-    return other !== undefined && other.live && other.abandoned === null;
+    return other?.live === true && other.abandoned === null;
   }
 
   #win(a: A): void {

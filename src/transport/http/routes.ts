@@ -121,7 +121,7 @@ export class RouteTable {
     }
     let route = this.#cache.get(origin);
     // A route of a forgotten service: look the name up again.
-    if (route != null && route.balancer.watch.closed) route = undefined;
+    if (route?.balancer.watch.closed) route = undefined;
     if (route === undefined) {
       route = this.#lookup(origin);
       // A short name that no backend claims yet may be claimed later: do not cache the miss.
