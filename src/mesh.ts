@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { Agent as HttpAgent } from "node:http";
+import type { Agent as HttpsAgent } from "node:https";
 import { Agent, type Dispatcher } from "undici";
 import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
 import { registerBuiltinDiscoveryKinds } from "./discovery/builtins.js";
@@ -19,7 +21,10 @@ import { CallPolicy } from "./resilience/policy.js";
 import { HealthTracker, type HealthView } from "./routing/health.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
 import { Connector } from "./transport/connector.js";
+import type { HeaderControlsSwitch } from "./transport/http/call.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
+import { type MeshFetchInit, withCallOptions } from "./transport/http/headers.js";
+import { createNodeAgents, type NodeAgents } from "./transport/http/node-agent.js";
 import type { HttpRoutes } from "./transport/http/routes.js";
 
 /** One endpoint as `mesh.resolve` returns it: in the router's order, with health. */
@@ -118,8 +123,30 @@ export interface Mesh {
    * backend claims them (they could be public domains).
    */
   readonly dispatcher: Dispatcher;
-  /** A drop-in WHATWG `fetch` (the global `Request`/`Response`), through the mesh. */
-  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
+  /**
+   * A drop-in WHATWG `fetch` (the global `Request`/`Response`), through the
+   * mesh. `init.meshlink` takes per-call controls ({@link MeshCallOptions}):
+   * `retryable`, `hedge`, `deadline`.
+   */
+  fetch(input: string | URL | Request, init?: MeshFetchInit): Promise<Response>;
+  /**
+   * A `node:http` Agent for axios, got, node-fetch and other node:http
+   * clients (`http:` URLs): a mesh name goes to an endpoint the router
+   * picks, with connect-time failover to another endpoint and cluster and
+   * health reporting; any other host goes through as with Node's own Agent.
+   * It does not resend a request whose bytes were sent, nor hedge: for
+   * that, use {@link Mesh.fetch} or undici with {@link Mesh.dispatcher}.
+   * See docs/clients.md.
+   *
+   * @example
+   * ```ts
+   * await axios.get(url, { httpAgent: mesh.httpAgent, httpsAgent: mesh.httpsAgent, proxy: false });
+   * await got(url, { agent: { http: mesh.httpAgent, https: mesh.httpsAgent } });
+   * ```
+   */
+  readonly httpAgent: HttpAgent;
+  /** {@link Mesh.httpAgent} for `https:` URLs (Node wants an agent of the request's protocol). */
+  readonly httpsAgent: HttpsAgent;
   /**
    * Every known endpoint of a service, ejected ones too, with health, in the
    * router's order. Waits for discovery to answer.
@@ -168,6 +195,7 @@ function buildBackends(config: ResolvedConfig): DiscoveryBackend[] {
  */
 export function createMesh(options: MeshOptions = {}): Mesh {
   const config = resolveConfig(options);
+  for (const w of config.warnings) process.emitWarning(w.message, { type: "MeshlinkWarning", code: w.code });
   const backends = buildBackends(config);
   const routing = config.routing;
   const health = new HealthTracker({ ...config.outlierDetection, latencyDecay: routing.latencyDecay });
@@ -211,9 +239,10 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   // One connector opens every connection to an endpoint.
   const a = config.agent;
   const connector = new Connector({ timeout: a.connectTimeout, maxCachedSessions: a.maxCachedSessions });
-  const routes: HttpRoutes = {
+  const routes: HttpRoutes & HeaderControlsSwitch = {
     policy,
     connections: connector,
+    headerControls: config.policy.headerControls !== false,
     get closed() {
       return registry.closed;
     },
@@ -239,6 +268,14 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   const dispatcher = new MeshDispatcher(routes, { agent, passthrough });
   const explicitDispatcher = new MeshDispatcher(routes, { agent, passthrough, explicit: true });
   const fetchInit = { dispatcher: explicitDispatcher } as unknown as RequestInit;
+  // node:http agents for axios, got and the like; made on first use.
+  let nodeAgents: NodeAgents | undefined;
+  const agents = (): NodeAgents =>
+    (nodeAgents ??= createNodeAgents(routes, {
+      connector,
+      keepAliveTimeout: a.keepAliveTimeout,
+      connectTimeout: a.connectTimeout,
+    }));
 
   const describeService = (b: Balancer): ServiceDescription => {
     const snapshot = b.watch.snapshot;
@@ -276,13 +313,21 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   return {
     dispatcher,
     config,
+    get httpAgent() {
+      return agents().http;
+    },
+    get httpsAgent() {
+      return agents().https;
+    },
     fetch(input, init) {
       let options: RequestInit = fetchInit;
       if (init !== undefined) {
         // Not `{ ...init, dispatcher }`: a spread followed by a new field
         // takes V8's slow path, 1 µs a call; this costs a tenth.
         options = Object.assign({}, init);
-        (options as { dispatcher?: Dispatcher }).dispatcher = explicitDispatcher;
+        const controls = init.meshlink;
+        (options as { dispatcher?: unknown }).dispatcher =
+          controls === undefined ? explicitDispatcher : withCallOptions(explicitDispatcher, controls);
       }
       return globalThis.fetch(input, options);
     },
@@ -322,6 +367,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
         // destroy them, connections still being made to a dead host included
         // (closing would wait for their connect timeout).
         await policy.drained();
+        nodeAgents?.close();
         for (const b of balancers.values()) b.close();
         await agent.destroy();
       })();
