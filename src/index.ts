@@ -13,6 +13,7 @@
 // Creating and using a mesh.
 export {
   type BackendSpec,
+  type ConfigWarning,
   ENV,
   type MeshOptions,
   type OutlierConfig,
@@ -61,7 +62,9 @@ export {
   isMeshError,
   MeshClosedError,
   MeshError,
+  type MeshErrorByCode,
   NoHealthyEndpointError,
+  type NotRetriedReason,
   RequestFailedError,
   ServiceNameError,
   ServiceNotFoundError,
@@ -88,4 +91,10 @@ export type { FailureRateOptions, HealthState, HealthView } from "./routing/heal
 export type { BalancerPolicy, DistributeRule, PriorityLabel, SlowStartOptions } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
-export { HEDGE_HEADER, RETRYABLE_HEADER } from "./transport/http/headers.js";
+export {
+  HEDGE_HEADER,
+  type MeshCallOptions,
+  type MeshDispatchOptions,
+  type MeshFetchInit,
+  RETRYABLE_HEADER,
+} from "./transport/http/headers.js";

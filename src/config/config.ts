@@ -358,15 +358,12 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
 // --- Locality warnings (issue 14): allowed, but rarely what was meant.
 
 /**
- * The region a zone name belongs to, when it has a cloud's form: AWS
- * (`us-east-1a`), Google Cloud (`europe-west4-a`), Azure (`eastus-1`).
+ * The region a zone name belongs to, when it has AWS's form (`us-east-1a`)
+ * or Google Cloud's (`europe-west4-a`). Azure's (`eastus-1`) reads like
+ * any `name-1`, so it is not guessed at.
  */
 function regionOfZone(zone: string): string | undefined {
-  return (
-    /^([a-z]{2}(?:-[a-z]+)+-\d+)[a-z]$/.exec(zone)?.[1] ??
-    /^([a-z]+-[a-z]+\d+)-[a-z]$/.exec(zone)?.[1] ??
-    /^([a-z]+\d*)-\d$/.exec(zone)?.[1]
-  );
+  return /^([a-z]{2}(?:-[a-z]+)+-\d+)[a-z]$/.exec(zone)?.[1] ?? /^([a-z]+-[a-z]+\d+)-[a-z]$/.exec(zone)?.[1];
 }
 
 /** The caller's own region among its failover regions; a zone of another region than the caller's. */
