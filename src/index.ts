@@ -72,11 +72,13 @@ export {
 export {
   createMesh,
   type EndpointDescription,
+  getGlobalDispatcher,
   type Mesh,
   type MeshDescription,
   type ResolvedEndpoint,
   type ServiceDescription,
   type SourceDescription,
+  setGlobalDispatcher,
 } from "./mesh.js";
 // Deadlines on the server side: read what the caller has left.
 export {

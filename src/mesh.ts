@@ -8,7 +8,12 @@
 
 import type { Agent as HttpAgent } from "node:http";
 import type { Agent as HttpsAgent } from "node:https";
-import { Agent, type Dispatcher } from "undici";
+import {
+  Agent,
+  type Dispatcher,
+  getGlobalDispatcher as undiciGetGlobalDispatcher,
+  setGlobalDispatcher as undiciSetGlobalDispatcher,
+} from "undici";
 import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
 import { registerBuiltinDiscoveryKinds } from "./discovery/builtins.js";
 import type { ClusterStatus, DiscoveryBackend } from "./discovery/discovery.js";
@@ -374,4 +379,30 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       return closing;
     },
   };
+}
+
+// --- undici's global dispatcher, from meshlink's own copy of undici (issue 14).
+
+/**
+ * Makes `dispatcher` undici's global dispatcher — the one Node's own
+ * `fetch` and every undici call without a `dispatcher` option use:
+ * `setGlobalDispatcher(mesh.dispatcher)`. It is undici's own function, from
+ * the undici meshlink depends on, so an application needs no undici of its
+ * own (one it installs must be a major that runs on its Node.js: undici 8
+ * needs Node.js 22.19). meshlink never calls it by itself.
+ *
+ * @example
+ * ```ts
+ * import { createMesh, setGlobalDispatcher } from "meshlink";
+ * setGlobalDispatcher(createMesh().dispatcher);
+ * await fetch("http://orders.shop.svc.cluster.local:8080/"); // through the mesh
+ * ```
+ */
+export function setGlobalDispatcher(dispatcher: Dispatcher): void {
+  undiciSetGlobalDispatcher(dispatcher);
+}
+
+/** undici's global dispatcher (see {@link setGlobalDispatcher}), to restore it later. */
+export function getGlobalDispatcher(): Dispatcher {
+  return undiciGetGlobalDispatcher();
 }

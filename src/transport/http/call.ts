@@ -463,13 +463,16 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     return this.abortReason;
   }
 
+  // Typed without `undefined`: the interface's optional property would put it in the emitted
+  // declaration, which then fails to type-check under `exactOptionalPropertyTypes`.
+
   /** The winning attempt's raw response headers, as undici's own controllers expose them. */
-  get rawHeaders(): Dispatcher.DispatchController["rawHeaders"] {
+  get rawHeaders(): NonNullable<Dispatcher.DispatchController["rawHeaders"]> | null {
     return (this.winner as Attempt | undefined)?.controller?.rawHeaders ?? null;
   }
 
   /** The winning attempt's raw trailers. */
-  get rawTrailers(): Dispatcher.DispatchController["rawTrailers"] {
+  get rawTrailers(): NonNullable<Dispatcher.DispatchController["rawTrailers"]> | null {
     return (this.winner as Attempt | undefined)?.controller?.rawTrailers ?? null;
   }
 }
