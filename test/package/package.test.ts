@@ -251,11 +251,11 @@ describe("the packed package", () => {
       problems?: string[];
     };
     expect(tree.problems ?? []).toEqual([]);
-  });
+  }, 180_000);
 
   it("type-checks a program and every shipped declaration strictly", async () => {
     await sh(process.execPath, [tsc, "-p", "."], project);
-  });
+  }, 180_000);
 
   it("runs from ESM: mesh.fetch with per-call options, the global fetch, the node:http agent", async () => {
     const stdout = await run(process.execPath, ["out/main.js"], {
@@ -267,7 +267,7 @@ describe("the packed package", () => {
     expect(out.globalFetch).toMatchObject({ method: "GET", url: "/api/orders" });
     expect(out.httpAgent).toMatchObject({ method: "GET", host: "orders.shop.svc.cluster.local:8080" });
     expect(out.notFound).toBe("nope.shop");
-  });
+  }, 180_000);
 
   it("runs from CommonJS with require(), one module for both", async () => {
     const { stdout } = await run(process.execPath, ["out/main.cjs"], {
@@ -278,5 +278,5 @@ describe("the packed package", () => {
       sameModule: true,
       body: { method: "GET", url: "/from-cjs", host: "orders.shop.svc.cluster.local:8080" },
     });
-  });
+  }, 180_000);
 });
