@@ -81,6 +81,34 @@ export class PerTryTimeoutError extends Error {
   }
 }
 
+/**
+ * Why a pick found no endpoint, as the error the caller gets: a full
+ * bulkhead, the discovery error when every backend failed before it ever
+ * answered, an unknown service, or no healthy endpoint (with the attempts
+ * made so far). Shared by every transport.
+ */
+export function noEndpointError(
+  route: Pick<ServiceRoute, "name" | "balancer">,
+  policy: CallPolicy,
+  records: readonly AttemptRecord[],
+): Error {
+  const balancer = route.balancer;
+  const key = route.name.key;
+  if (balancer.saturated) return new BulkheadFullError(key, "endpoint", policy.maxRequestsPerEndpoint);
+  const snapshot = balancer.watch.snapshot;
+  if (snapshot.endpoints.length === 0) {
+    const failed = snapshot.sources.find((s) => s.error !== undefined);
+    if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
+    if (snapshot.state === "not-found" || snapshot.state === "pending") {
+      return new ServiceNotFoundError(
+        key,
+        snapshot.sources.map((s) => s.backend),
+      );
+    }
+  }
+  return new NoHealthyEndpointError(key, snapshot.endpoints.length, records);
+}
+
 /** The reason a hedge race's loser is cancelled with. */
 export class HedgeLostError extends Error {
   /** @internal */
@@ -300,24 +328,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   }
 
   #noEndpoint(): Error {
-    const balancer = this.route.balancer;
-    const key = this.route.name.key;
-    if (balancer.saturated) {
-      return new BulkheadFullError(key, "endpoint", this.policy.maxRequestsPerEndpoint);
-    }
-    const snapshot = balancer.watch.snapshot;
-    if (snapshot.endpoints.length === 0) {
-      // Every backend failed before it ever answered: the discovery error is the reason.
-      const failed = snapshot.sources.find((s) => s.error !== undefined);
-      if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
-      if (snapshot.state === "not-found" || snapshot.state === "pending") {
-        return new ServiceNotFoundError(
-          key,
-          snapshot.sources.map((s) => s.backend),
-        );
-      }
-    }
-    return new NoHealthyEndpointError(key, snapshot.endpoints.length, this.records);
+    return noEndpointError(this.route, this.policy, this.records);
   }
 
   #armHedge(now: number): void {
