@@ -12,6 +12,8 @@
 
 // Creating and using a mesh.
 export {
+  type AdminAddress,
+  type AdminOption,
   type BackendSpec,
   ENV,
   type MeshOptions,
@@ -87,5 +89,17 @@ export type { BackoffOptions, BulkheadOptions, HedgingOptions } from "./resilien
 export type { FailureRateOptions, HealthState, HealthView } from "./routing/health.js";
 export type { BalancerPolicy, DistributeRule, PriorityLabel, SlowStartOptions } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
+// Observability: span attributes, metrics, events and describe() parts.
+export type { ClusterDescription, TierDescription } from "./telemetry/describe.js";
+export {
+  type DiscoveryErrorEvent,
+  type DiscoveryRecoveredEvent,
+  type EndpointEjectedEvent,
+  type EndpointRestoredEvent,
+  EventChannels,
+  type FailoverEndedEvent,
+  type FailoverStartedEvent,
+} from "./telemetry/events.js";
+export { METER_NAME, Metric } from "./telemetry/metrics.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
 export { HEDGE_HEADER, RETRYABLE_HEADER } from "./transport/http/headers.js";

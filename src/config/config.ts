@@ -11,6 +11,7 @@
 import { z } from "zod";
 import type { DiscoveryBackend } from "../discovery/discovery.js";
 import { ConfigError } from "../errors.js";
+import { type AdminAddress, type AdminOption, parseAdminAddress } from "./admin.js";
 import { parseConfigText, readConfigText } from "./file.js";
 import {
   LOCALITY,
@@ -24,6 +25,7 @@ import {
 } from "./schema.js";
 import { parseOptions } from "./validate.js";
 
+export type { AdminAddress, AdminOption } from "./admin.js";
 export { MAX_CONFIG_FILE_BYTES } from "./file.js";
 export type { OutlierConfig, PolicyConfig, RoutingConfig } from "./schema.js";
 
@@ -37,6 +39,8 @@ export const ENV = {
   FAILOVER: "MESHLINK_FAILOVER",
   /** Path of a JSON or YAML config file. */
   CONFIG: "MESHLINK_CONFIG",
+  /** `host:port` of the read-only admin endpoint (loopback only). */
+  ADMIN: "MESHLINK_ADMIN",
 } as const;
 
 /** Options of `createMesh`. Every one is optional: the environment, the config file and defaults fill in. */
@@ -82,6 +86,14 @@ export interface MeshOptions {
    * service for the life of the mesh; otherwise at least 1 000.
    */
   serviceIdleTimeout?: number;
+  /**
+   * The read-only admin endpoint (JSON describe, resolve and config, see
+   * docs/observability.md): `host:port` on a loopback address, or
+   * `{ address, allowRemote: true }` for another one; `false` turns it off
+   * whatever `MESHLINK_ADMIN` says. Default `MESHLINK_ADMIN`, then the
+   * config file; off when none sets it.
+   */
+  admin?: AdminOption;
   /** Path of a JSON or YAML config file; default `MESHLINK_CONFIG`. */
   config?: string;
   /** The environment to read; default `process.env`. */
@@ -135,6 +147,8 @@ export interface ResolvedConfig {
   };
   /** How long an uncalled service is kept, ms; 0: for ever. */
   readonly serviceIdleTimeout: number;
+  /** Where the admin endpoint listens; undefined when it is off. */
+  readonly admin: AdminAddress | undefined;
 }
 
 /** @internal The defaults of `agent`: undici's own. */
@@ -179,11 +193,19 @@ const shared = {
   settleTimeout: z.number().int().positive().optional(),
   agent: agentSchema.optional(),
   serviceIdleTimeout: serviceIdleTimeoutSchema.optional(),
+  admin: z
+    .union([
+      z.literal(false),
+      z.string().min(1),
+      z.strictObject({ address: z.string().min(1), allowRemote: z.boolean().optional() }),
+    ])
+    .optional(),
 };
 
 // Discovery entries are checked by `backendSpecsOf`, on the raw values: a
 // zod record copies keys into a plain object, where `__proto__` vanishes.
-const fileSchema = z.strictObject({ ...shared, discovery: z.array(z.unknown()).optional() });
+/** @internal The schema of a config file (for `meshlink config check`). */
+export const fileSchema = z.strictObject({ ...shared, discovery: z.array(z.unknown()).optional() });
 
 const optionsSchema = z.strictObject({
   ...shared,
@@ -212,26 +234,28 @@ const KIND = /^[a-z][a-z0-9-]*$/;
  * an unknown one is reported where the kind registry is consulted.
  */
 function backendSpecsOf(entries: readonly unknown[], file: string): BackendSpec[] {
-  return entries.map((entry, i) => {
-    const at = `${file}: discovery[${i}]`;
-    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
-      throw new ConfigError(
-        at,
-        entry,
-        "each discovery entry maps one backend kind to its options, e.g. `- static: {…}`",
-      );
-    }
-    const keys = Object.keys(entry);
-    if (keys.length !== 1) {
-      throw new ConfigError(at, keys, `names ${keys.length} backend kinds; each entry names exactly one`);
-    }
-    const kind = keys[0]!;
-    if (!KIND.test(kind)) {
-      throw new ConfigError(at, kind, "not a discovery backend kind: lowercase letters, digits and '-' only");
-    }
-    const options = Object.getOwnPropertyDescriptor(entry, kind)?.value;
-    return { kind, options, source: `${at}.${kind}` };
-  });
+  return entries.map((entry, i) => backendSpecOf(entry, `${file}: discovery[${i}]`));
+}
+
+/** @internal One entry of a `discovery` list; `at` names it (`<file>: discovery[0]`). */
+export function backendSpecOf(entry: unknown, at: string): BackendSpec {
+  if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+    throw new ConfigError(
+      at,
+      entry,
+      "each discovery entry maps one backend kind to its options, e.g. `- static: {…}`",
+    );
+  }
+  const keys = Object.keys(entry);
+  if (keys.length !== 1) {
+    throw new ConfigError(at, keys, `names ${keys.length} backend kinds; each entry names exactly one`);
+  }
+  const kind = keys[0]!;
+  if (!KIND.test(kind)) {
+    throw new ConfigError(at, kind, "not a discovery backend kind: lowercase letters, digits and '-' only");
+  }
+  const options = Object.getOwnPropertyDescriptor(entry, kind)?.value;
+  return { kind, options, source: `${at}.${kind}` };
 }
 
 function envLocality(
@@ -319,5 +343,25 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
     settleTimeout: opts.settleTimeout ?? file?.settleTimeout ?? 5_000,
     agent: Object.freeze(merge<ResolvedConfig["agent"]>(AGENT_DEFAULTS, file?.agent, opts.agent)),
     serviceIdleTimeout: opts.serviceIdleTimeout ?? file?.serviceIdleTimeout ?? SERVICE_IDLE_TIMEOUT_DEFAULT,
+    admin: resolveAdmin(opts.admin, env[ENV.ADMIN], file?.admin, file?.path),
   };
+}
+
+/** The admin address from the option, `MESHLINK_ADMIN` or the file, in that order; `false` anywhere first turns it off. */
+function resolveAdmin(
+  option: AdminOption | undefined,
+  envValue: string | undefined,
+  fileValue: AdminOption | undefined,
+  filePath: string | undefined,
+): AdminAddress | undefined {
+  if (option !== undefined) return adminOf(option, "admin");
+  if (envValue !== undefined && envValue.trim() !== "") return parseAdminAddress(envValue, ENV.ADMIN);
+  if (fileValue !== undefined) return adminOf(fileValue, `${filePath}: admin`);
+  return undefined;
+}
+
+function adminOf(value: AdminOption, source: string): AdminAddress | undefined {
+  if (value === false) return undefined;
+  if (typeof value === "string") return parseAdminAddress(value, source);
+  return parseAdminAddress(value.address, `${source}.address`, value.allowRemote === true);
 }

@@ -90,8 +90,13 @@ export class HedgeLostError extends Error {
   }
 }
 
-/** How an attempt's outcome is accounted to its endpoint's health. */
-type Outcome = FailureKind | "status" | "success";
+/**
+ * How an attempt's outcome is accounted to its endpoint's health: a
+ * failure kind (`other`: said nothing of the endpoint, as a cancelled or
+ * abandoned attempt), a failure status, or a success.
+ */
+export type AttemptOutcome = FailureKind | "status" | "success";
+type Outcome = AttemptOutcome;
 
 /** The most reused-connection failures one call retries without charging anyone. */
 const MAX_STALE_RETRIES = 2;
@@ -120,6 +125,10 @@ export abstract class EngineAttempt extends TimerEntry {
   timeoutMs = 0;
   /** Milliseconds to response headers, once known. */
   latency = -1;
+  /** The response status, once headers arrived; 0 before. */
+  status = 0;
+  /** What telemetry keeps for the attempt (its span), set and read by the transport only. */
+  trace: unknown = undefined;
 
   constructor(
     /** The call. */
@@ -245,6 +254,12 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   protected noteWinner(_attempt: A): void {}
   /** The call ended: with `err`, or well. */
   protected noteEnd(_err: Error | undefined): void {}
+  /**
+   * `attempt` is over for health: `outcome` as accounted, `reason` as
+   * recorded (an error code, `status 503`; empty for a success or an
+   * attempt given up). Called once per attempt, after it was created.
+   */
+  protected noteSettled(_attempt: A, _outcome: AttemptOutcome, _reason: string): void {}
 
   /** Every endpoint attempt so far, with why each failed. */
   protected get records(): readonly AttemptRecord[] {
@@ -374,6 +389,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
       tracker.failure(a.health, reason, latency);
       (this.#records ??= []).push({ endpoint: a.endpoint.id, reason });
     }
+    this.noteSettled(a, outcome, reason);
   }
 
   /** The attempt no longer waits for a response. */
@@ -554,6 +570,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   attemptResponse(a: A, status: number, retryAfter: number | undefined): boolean {
     if (a.abandoned !== null || this.finished) return false;
     a.responded = true;
+    a.status = status;
     this.route.timers.cancel(a);
     const policy = this.policy;
     const now = policy.now();
