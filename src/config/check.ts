@@ -10,7 +10,8 @@
 import { registerBuiltinDiscoveryKinds } from "../discovery/builtins.js";
 import { discoveryKind, discoveryKinds } from "../discovery/kinds.js";
 import { ConfigError } from "../errors.js";
-import { backendSpecOf, ENV, fileSchema, resolveConfig } from "./config.js";
+import { type AdminOption, parseAdminAddress } from "./admin.js";
+import { backendSpecOf, ENV, fileSchema, parseFailoverList, resolveConfig } from "./config.js";
 import { parseConfigText, readConfigText } from "./file.js";
 import { validationErrors } from "./validate.js";
 
@@ -90,12 +91,28 @@ function checkFile(path: string, source: string, add: (p: ConfigProblem) => void
     add(problemOf(err, source));
     return;
   }
-  for (const err of validationErrors(fileSchema, data, `${path}: `)) add(problemOf(err, path));
-  // Fields the schema accepts but the loader checks further (the admin address).
-  try {
-    resolveConfig({ env: {}, config: path, discovery: [] });
-  } catch (err) {
-    add(problemOf(err, path));
+  const issues = validationErrors(fileSchema, data, `${path}: `);
+  for (const err of issues) add(problemOf(err, path));
+  // What the loader checks beyond the schema, in fields the schema accepted.
+  const failing = (key: string) => issues.some((e) => e.source.startsWith(`${path}: ${key}`));
+  const later = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (err) {
+      add(problemOf(err, path));
+    }
+  };
+  const failover = data.failover;
+  if (Array.isArray(failover) && failover.length > 0 && !failing("failover")) {
+    later(() => parseFailoverList(failover.join(","), `${path}: failover`));
+  }
+  const admin = data.admin as AdminOption | undefined;
+  if (admin !== undefined && admin !== false && !failing("admin")) {
+    later(() =>
+      typeof admin === "string"
+        ? parseAdminAddress(admin, `${path}: admin`)
+        : parseAdminAddress(admin.address, `${path}: admin.address`, admin.allowRemote === true),
+    );
   }
   const discovery = Object.hasOwn(data, "discovery") ? data.discovery : undefined;
   if (!Array.isArray(discovery)) return;
