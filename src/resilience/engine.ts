@@ -200,6 +200,8 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   protected abortReason: Error | null = null;
   /** The call has ended (delivered its end or its error). */
   protected finished = false;
+  /** Something records this call (telemetry): only then is {@link EngineCall.noteSettled} called. */
+  protected observed = false;
   #current: A | undefined;
   #other: A | undefined;
   #deadlineTimer: CallTimer | undefined;
@@ -257,7 +259,9 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /**
    * `attempt` is over for health: `outcome` as accounted, `reason` as
    * recorded (an error code, `status 503`; empty for a success or an
-   * attempt given up). Called once per attempt, after it was created.
+   * attempt given up). Called once per attempt, and only when the
+   * transport set {@link EngineCall.observed}: a call nothing records
+   * skips it (a hook per attempt on the hot path cost some 40 ns).
    */
   protected noteSettled(_attempt: A, _outcome: AttemptOutcome, _reason: string): void {}
 
@@ -389,7 +393,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
       tracker.failure(a.health, reason, latency);
       (this.#records ??= []).push({ endpoint: a.endpoint.id, reason });
     }
-    this.noteSettled(a, outcome, reason);
+    if (this.observed) this.noteSettled(a, outcome, reason);
   }
 
   /** The attempt no longer waits for a response. */

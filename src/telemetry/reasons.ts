@@ -84,13 +84,23 @@ export function tierChoice(
   return { failover: true, reason: passedOver(better, again), panic };
 }
 
-/** The best rank among every endpoint discovery lists for the service, ready or not. */
+/** The last best rank of each balancer, and the version it was computed at (endpoints move the version). */
+const bestRanks = new WeakMap<Balancer, { version: number; best: number }>();
+
+/**
+ * The best rank among every endpoint discovery lists for the service, ready
+ * or not. O(endpoints) once per balancer version, then O(1).
+ */
 export function bestRank(balancer: Balancer): number {
+  const version = balancer.version;
+  const cached = bestRanks.get(balancer);
+  if (cached !== undefined && cached.version === version) return cached.best;
   let best = Number.POSITIVE_INFINITY;
   for (const e of balancer.watch.snapshot.endpoints) {
     const r = balancer.tierOf(e).rank;
     if (r < best) best = r;
   }
+  bestRanks.set(balancer, { version, best });
   return best;
 }
 

@@ -93,6 +93,25 @@ export function tracerRegistered(): boolean {
   return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NOOP_TRACER_PROVIDER;
 }
 
+/**
+ * The key under which every copy of `@opentelemetry/api` 1.x keeps its
+ * registered globals (tracer and meter providers, propagator, context
+ * manager) on `globalThis` (the API's `internal/global-utils`), created by
+ * the first registration of any of them.
+ */
+const API_GLOBALS = Symbol.for("opentelemetry.js.api.1");
+
+/**
+ * False when no OpenTelemetry global of any kind was ever registered, so
+ * that neither a tracer nor a meter provider can be: one property read
+ * answers both questions a call asks, where {@link tracerRegistered} and
+ * the meter provider's lookup cost about 30 ns each. True otherwise; ask
+ * those then.
+ */
+export function otelRegistered(): boolean {
+  return (globalThis as Record<symbol, unknown>)[API_GLOBALS] !== undefined;
+}
+
 /** A header list being built for a request: flat `[name, value, name, value, …]`. */
 export type HeaderList = string[];
 

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { staticDiscovery } from "../../src/discovery/static.js";
 import { createMesh } from "../../src/mesh.js";
 import { meshInstruments } from "../../src/telemetry/metrics.js";
-import { tracerRegistered } from "../../src/telemetry/tracing.js";
+import { otelRegistered, tracerRegistered } from "../../src/telemetry/tracing.js";
 import { startServer, type TestServer } from "../helpers/servers.js";
 
 // With no OpenTelemetry SDK registered, meshlink records nothing and writes no trace context.
@@ -16,10 +16,13 @@ afterAll(() => server.stop());
 
 describe("meshInstruments", () => {
   it("is undefined while no meter provider is registered, and taken once per provider", async () => {
+    // Nothing of OpenTelemetry registered: a call reads one property and asks no more.
+    expect(otelRegistered()).toBe(false);
     expect(meshInstruments()).toBeUndefined();
     const provider = new MeterProvider();
     metrics.setGlobalMeterProvider(provider);
     try {
+      expect(otelRegistered()).toBe(true);
       const first = meshInstruments();
       expect(first).toBeDefined();
       expect(meshInstruments()).toBe(first);

@@ -244,6 +244,10 @@ function describeConfig(file: string | undefined, ctx: CommandContext): number {
     ],
     ["admin", (view.admin as string | undefined) ?? "off"],
   ];
+  // Settings added by later features (TLS) show as they are in force.
+  const tls = view.tls as { mode?: unknown } | undefined;
+  if (tls !== undefined)
+    rows.push(["tls", typeof tls.mode === "string" ? `mode ${tls.mode}` : JSON.stringify(tls)]);
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) out.line(`${out.style("bold", k.padEnd(width))}  ${v}`);
   for (const d of view.discovery) {

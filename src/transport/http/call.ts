@@ -36,7 +36,7 @@ import { classifyError, type FailureKind, isIdempotent } from "../../resilience/
 import type { EndpointHealth } from "../../routing/health.js";
 // Telemetry (issue 13): the call's observer, made only when something records.
 import { CallObserver, type ProtocolAttributes } from "../../telemetry/call.js";
-import { meshInstruments } from "../../telemetry/metrics.js";
+import { type MeshInstruments, meshInstruments } from "../../telemetry/metrics.js";
 import {
   Attr,
   activeContext,
@@ -44,6 +44,7 @@ import {
   type HeaderList,
   injectHeaders,
   NOOP_SPAN,
+  otelRegistered,
   startCallSpan,
   tracerRegistered,
 } from "../../telemetry/tracing.js";
@@ -192,19 +193,22 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     const parent = activeContext();
     let span = NOOP_SPAN;
     let url = "";
-    if (tracerRegistered()) {
-      url = `${route.protocol}//${route.host}${options.path}`;
-      span = startCallSpan(method, parent, {
-        "http.request.method": method,
-        "server.address": route.name.host,
-        "server.port": route.name.port,
-        "url.full": url,
-        "url.path": options.path,
-        [Attr.SERVICE]: route.name.key,
-      });
+    let instruments: MeshInstruments | undefined;
+    if (otelRegistered()) {
+      if (tracerRegistered()) {
+        url = `${route.protocol}//${route.host}${options.path}`;
+        span = startCallSpan(method, parent, {
+          "http.request.method": method,
+          "server.address": route.name.host,
+          "server.port": route.name.port,
+          "url.full": url,
+          "url.path": options.path,
+          [Attr.SERVICE]: route.name.key,
+        });
+      }
+      instruments = meshInstruments();
     }
     this.#span = span;
-    const instruments = meshInstruments();
     const obs =
       instruments !== undefined || span.isRecording()
         ? new CallObserver(
@@ -216,6 +220,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
           )
         : undefined;
     this.#obs = obs;
+    this.observed = obs !== undefined;
     const extra: HeaderList = (mask & H_HOST) !== 0 ? NO_HEADERS.slice() : route.hostHeader.slice();
     // A traced call's attempts carry their own spans' context (see dispatchAttempt).
     if (obs?.traced !== true) injectHeaders(contextWithSpan(parent, span), extra);
