@@ -201,7 +201,9 @@ describe("call and attempt spans", () => {
     expect(call.attributes).toMatchObject({
       "meshlink.retry_budget_exhausted": true,
       "http.response.status_code": 503,
+      "error.type": "503",
     });
+    expect(call.status.code).toBe(SpanStatusCode.ERROR);
     expect(call.events.map((e) => e.name)).toEqual(["meshlink.retry_budget_exhausted"]);
   });
 

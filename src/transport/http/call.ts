@@ -38,7 +38,6 @@ import type { EndpointHealth } from "../../routing/health.js";
 import { CallObserver, type ProtocolAttributes } from "../../telemetry/call.js";
 import { type MeshInstruments, meshInstruments } from "../../telemetry/metrics.js";
 import {
-  Attr,
   activeContext,
   contextWithSpan,
   type HeaderList,
@@ -203,7 +202,8 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
           "server.port": route.name.port,
           "url.full": url,
           "url.path": options.path,
-          [Attr.SERVICE]: route.name.key,
+          // A literal key: computed keys put the object on V8's slow path.
+          "meshlink.service": route.name.key,
         });
       }
       instruments = meshInstruments();
@@ -211,13 +211,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     this.#span = span;
     const obs =
       instruments !== undefined || span.isRecording()
-        ? new CallObserver(
-            route,
-            span,
-            parent,
-            instruments,
-            span.isRecording() ? httpAttempt(method, url, route) : undefined,
-          )
+        ? new CallObserver(route, span, parent, instruments, httpAttempt(method, url, route))
         : undefined;
     this.#obs = obs;
     this.observed = obs !== undefined;
@@ -468,7 +462,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 }
 
-/** How an HTTP call's attempt spans are named and what they start with (recording calls only). */
+/** HTTP's names for attempt spans and statuses (made only for a call something records). */
 function httpAttempt(method: string, url: string, route: Route): ProtocolAttributes {
   return {
     spanName: `${method} attempt`,
@@ -479,7 +473,14 @@ function httpAttempt(method: string, url: string, route: Route): ProtocolAttribu
       "server.port": route.name.port,
     },
     resendCount: "http.request.resend_count",
+    statusAttribute: "http.response.status_code",
+    isErrorStatus: httpErrorStatus,
   };
+}
+
+/** OpenTelemetry's rule for HTTP client spans: a status of 400 or more is an error. */
+function httpErrorStatus(status: number): boolean {
+  return status >= 400;
 }
 
 /**
