@@ -170,7 +170,14 @@ export class MeshEvents {
   constructor(health: HealthTracker, balancers: () => Iterable<Balancer>, now: () => number = Date.now) {
     this.#balancers = balancers;
     this.#now = now;
-    this.#health = health.onChange((h) => this.#healthChanged(h));
+    // The tracker calls its listeners from the call path: nothing may escape into it.
+    this.#health = health.onChange((h) => {
+      try {
+        this.#healthChanged(h);
+      } catch (err) {
+        reportInternalError("endpoint health event", err);
+      }
+    });
   }
 
   /** Subscribes to one event. */
