@@ -10,7 +10,7 @@ import { startServer, type TestServer } from "../helpers/servers.js";
 import { collect, jsonOf, runCli } from "./run-cli.js";
 
 // `meshlink describe --admin` against a running child application with an admin endpoint.
-const APP = fileURLToPath(new URL("../fixtures/admin-app.ts", import.meta.url));
+const APP = fileURLToPath(new URL("./admin-app.ts", import.meta.url));
 let west: TestServer;
 let deadPort: number;
 let dir: string;
