@@ -34,12 +34,7 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { hostPort } from "../../discovery/endpoint.js";
-import {
-  type AttemptRecord,
-  BulkheadFullError,
-  MeshClosedError,
-  RequestFailedError,
-} from "../../errors.js";
+import { type AttemptRecord, BulkheadFullError, MeshClosedError, RequestFailedError } from "../../errors.js";
 import { noEndpointError, PerTryTimeoutError } from "../../resilience/engine.js";
 import { classifyError } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
