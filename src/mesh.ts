@@ -281,7 +281,6 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   };
   const balancers = new Map<string, Balancer>();
   const events = new MeshEvents(health, () => balancers.values());
-  const gauges = addGaugeSource({ balancers: () => balancers.values() });
   const registry = new Registry(backends, {
     settleTimeout: config.settleTimeout,
     idleTimeout: config.serviceIdleTimeout,
@@ -308,6 +307,10 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   // One connector opens every connection to an endpoint.
   const a = config.agent;
   const tls = createTlsPolicy(config.tls);
+  const gauges = addGaugeSource({
+    balancers: () => balancers.values(),
+    certificates: () => tls.describe().certificates,
+  });
   const egress = createEgressGuard(config.egress.options, config.egress.source);
   const connector = new Connector({
     timeout: a.connectTimeout,

@@ -52,6 +52,8 @@ export const Metric = {
   ENDPOINTS: "meshlink.endpoints",
   /** Gauge, seconds: how old a failing discovery backend's last good answer is (0 while it answers). */
   DISCOVERY_STALENESS: "meshlink.discovery.staleness",
+  /** Gauge, seconds: time left before each certificate of the mesh's TLS material expires (negative once expired). */
+  CERTIFICATE_EXPIRY: "meshlink.tls.certificate.time_to_expiry",
 } as const;
 
 /** The instruments a call records to; obtained once per meter provider. */
@@ -70,10 +72,12 @@ export interface MeshInstruments {
   readonly ejections: Counter;
 }
 
-/** What a mesh offers to the gauges: its balancers, one per service in use. */
+/** What a mesh offers to the gauges: its balancers, one per service in use, and its certificates. */
 export interface GaugeSource {
   /** The balancers of the services the mesh follows now. */
   balancers(): Iterable<Balancer>;
+  /** The certificates in use (role, subject, not-after), when the mesh has TLS material. */
+  certificates?(): Iterable<{ readonly role: string; readonly subject: string; readonly notAfter: string }>;
 }
 
 const NOOP_METER = createNoopMeter();
@@ -133,9 +137,16 @@ export function meshInstruments(): MeshInstruments | undefined {
     unit: "s",
     description: "Age of a failing discovery backend's last good answer; 0 while it answers.",
   });
+  const expiry = meter.createObservableGauge(Metric.CERTIFICATE_EXPIRY, {
+    unit: "s",
+    description: "Time left before a certificate of the mesh's TLS material expires; negative once expired.",
+  });
   meter.addBatchObservableCallback(
-    (result) => observeGauges(result, healthy, total, staleness),
-    [healthy, total, staleness],
+    (result) => {
+      observeGauges(result, healthy, total, staleness);
+      observeCertificates(result, expiry);
+    },
+    [healthy, total, staleness, expiry],
   );
   return current;
 }
@@ -192,6 +203,18 @@ function observeGauges(
     result.observe(totalGauge, row.total, row.attrs);
   }
   for (const row of stale.values()) result.observe(stalenessGauge, row.seconds, row.attrs);
+}
+
+function observeCertificates(result: BatchObservableResult, gauge: ObservableGauge): void {
+  const now = Date.now();
+  for (const source of sources) {
+    for (const c of source.certificates?.() ?? []) {
+      result.observe(gauge, (Date.parse(c.notAfter) - now) / 1000, {
+        "meshlink.tls.role": c.role,
+        "meshlink.tls.subject": c.subject,
+      });
+    }
+  }
 }
 
 /**
