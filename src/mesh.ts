@@ -19,6 +19,7 @@ import { CallPolicy } from "./resilience/policy.js";
 import { HealthTracker, type HealthView } from "./routing/health.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
 import { Connector } from "./transport/connector.js";
+import { createGrpcTransport, type MeshGrpc } from "./transport/grpc/grpc.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
 import type { HttpRoutes } from "./transport/http/routes.js";
 
@@ -132,6 +133,8 @@ export interface Mesh {
   describe(): MeshDescription;
   /** The configuration in force. */
   readonly config: ResolvedConfig;
+  /** gRPC: targets, `register(grpc)`, credentials and interceptors for @grpc/grpc-js clients. */
+  readonly grpc: MeshGrpc;
   /** Stops every watch and closes every connection pool once calls in flight end. Idempotent. */
   close(): Promise<void>;
 }
@@ -271,11 +274,15 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     };
   };
 
+  // gRPC (transport/grpc/): the same balancers, health and policy behind meshlink:// targets.
+  const grpc = createGrpcTransport({ policy, balancerFor: balancer, closed: () => registry.closed });
+
   let closing: Promise<void> | undefined;
 
   return {
     dispatcher,
     config,
+    grpc,
     fetch(input, init) {
       let options: RequestInit = fetchInit;
       if (init !== undefined) {
@@ -317,6 +324,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     },
     close() {
       closing ??= (async () => {
+        grpc.close();
         await registry.close();
         // Once the calls in flight end, nothing of the mesh's pools is needed:
         // destroy them, connections still being made to a dead host included

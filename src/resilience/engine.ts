@@ -34,7 +34,7 @@ import {
   ServiceNotFoundError,
 } from "../errors.js";
 import type { EndpointHealth } from "../routing/health.js";
-import type { Balancer } from "../routing/router.js";
+import type { Balancer, PickConstraints } from "../routing/router.js";
 import type { CallPolicy, FailureKind, ServiceCallState } from "./policy.js";
 import { TimerEntry, type TimerWheel } from "./timer.js";
 
@@ -88,6 +88,38 @@ export class HedgeLostError extends Error {
     super("another attempt of this call answered first");
     this.name = "HedgeLostError";
   }
+}
+
+/**
+ * Why a service's balancer picked no endpoint: a full bulkhead, the
+ * discovery error when every backend failed before it ever answered, an
+ * unknown (or still pending) service, or no healthy endpoint. Shared by the
+ * engine and by transports that must say why before any call (grpc-js's
+ * TRANSIENT_FAILURE picker).
+ */
+export function noEndpointError(
+  route: ServiceRoute,
+  maxRequestsPerEndpoint: number,
+  records: readonly AttemptRecord[],
+): Error {
+  const balancer = route.balancer;
+  const key = route.name.key;
+  if (balancer.saturated) {
+    return new BulkheadFullError(key, "endpoint", maxRequestsPerEndpoint);
+  }
+  const snapshot = balancer.watch.snapshot;
+  if (snapshot.endpoints.length === 0) {
+    // Every backend failed before it ever answered: the discovery error is the reason.
+    const failed = snapshot.sources.find((s) => s.error !== undefined);
+    if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
+    if (snapshot.state === "not-found" || snapshot.state === "pending") {
+      return new ServiceNotFoundError(
+        key,
+        snapshot.sources.map((s) => s.backend),
+      );
+    }
+  }
+  return new NoHealthyEndpointError(key, snapshot.endpoints.length, records);
 }
 
 /** How an attempt's outcome is accounted to its endpoint's health. */
@@ -233,6 +265,16 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /** True when the request (its body) can be sent again. */
   protected abstract resendable(): boolean;
 
+  /**
+   * Picks the endpoint of the next attempt (the first, a retry, a hedge)
+   * through the service's balancer. A transport that knows more than the
+   * router — grpc-js's subchannel connectivity — overrides it to prefer
+   * endpoints it can use at once, within the tier the router chose.
+   */
+  protected pickEndpoint(constraints?: PickConstraints): Endpoint | undefined {
+    return this.route.balancer.pick(constraints);
+  }
+
   // Observation hooks (telemetry); no-ops by default.
 
   /** A retry goes to `next` after `from` failed this way. */
@@ -289,7 +331,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     this.policy.admitted();
     this.#counted = true;
     state.budget?.deposit();
-    const endpoint = this.route.balancer.pick();
+    const endpoint = this.pickEndpoint();
     if (endpoint === undefined) {
       this.#fail(this.#noEndpoint());
       return;
@@ -299,24 +341,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   }
 
   #noEndpoint(): Error {
-    const balancer = this.route.balancer;
-    const key = this.route.name.key;
-    if (balancer.saturated) {
-      return new BulkheadFullError(key, "endpoint", this.policy.maxRequestsPerEndpoint);
-    }
-    const snapshot = balancer.watch.snapshot;
-    if (snapshot.endpoints.length === 0) {
-      // Every backend failed before it ever answered: the discovery error is the reason.
-      const failed = snapshot.sources.find((s) => s.error !== undefined);
-      if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
-      if (snapshot.state === "not-found" || snapshot.state === "pending") {
-        return new ServiceNotFoundError(
-          key,
-          snapshot.sources.map((s) => s.backend),
-        );
-      }
-    }
-    return new NoHealthyEndpointError(key, snapshot.endpoints.length, this.records);
+    return noEndpointError(this.route, this.policy.maxRequestsPerEndpoint, this.records);
   }
 
   #armHedge(now: number): void {
@@ -429,7 +454,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
       const bad = (this.#badClusters ??= []);
       if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
     }
-    const next = this.route.balancer.pick({ exclude: this.#triedIds(), avoidClusters: this.#badClusters });
+    const next = this.pickEndpoint({ exclude: this.#triedIds(), avoidClusters: this.#badClusters });
     if (next === undefined) return undefined;
     if (kind === "stale") {
       this.#stale++;
@@ -469,7 +494,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     if (this.finished || this.winner !== undefined || this.#inflight !== 1 || this.#next !== undefined)
       return;
     const budget = this.route.state.hedgeBudget;
-    const target = this.route.balancer.pick({ exclude: this.#triedIds(), hard: true });
+    const target = this.pickEndpoint({ exclude: this.#triedIds(), hard: true });
     if (target === undefined || !budget.tryWithdraw()) return;
     this.noteHedge(target);
     this.#launch(target, this.policy.now());

@@ -1,0 +1,196 @@
+/**
+ * One gRPC call through the mesh: the gRPC side of the call engine (see
+ * `resilience/engine.ts`). {@link GrpcCall} is made when the call's first
+ * pick binds it to its channel's service; from then the engine picks each
+ * attempt's endpoint, and this class reads what each attempt's grpc-js call
+ * reports:
+ *
+ * - response headers commit a call whose response is a stream (its
+ *   messages then go to the caller); a unary response is held until its
+ *   status, so that an attempt that fails after sending its message can
+ *   still be retried when the method is idempotent;
+ * - OK and application statuses are answers (the endpoint is healthy);
+ * - UNAVAILABLE and a CANCELLED that meshlink did not ask for are endpoint
+ *   failures: retried on another endpoint (under the retry budget) for an
+ *   idempotent method, or for any method while no response message has
+ *   arrived — a failed pick (no connection) counts as a connect failure;
+ * - DEADLINE_EXCEEDED ends the call as it is.
+ *
+ * @module
+ */
+
+import type { Metadata, StatusObject } from "@grpc/grpc-js";
+import type { Endpoint } from "../../discovery/endpoint.js";
+import { EngineAttempt, EngineCall } from "../../resilience/engine.js";
+import type { FailureKind } from "../../resilience/policy.js";
+import type { EndpointHealth } from "../../routing/health.js";
+import type { PickConstraints } from "../../routing/router.js";
+import { Attr } from "../../telemetry/tracing.js";
+import { parseHedge } from "../http/headers.js";
+import type { ServiceBinding } from "./binding.js";
+import type { Leg, MeshClientCall } from "./interceptor.js";
+import { ANSWER, DEADLINE, GrpcStatusError, statusKind } from "./status.js";
+
+/** What the interceptor read from the call before it was bound. */
+export interface GrpcCallSettings {
+  /** The method may be sent twice: marked idempotent, or `x-meshlink-retryable: true`. */
+  readonly idempotent: boolean;
+  /** `x-meshlink-retryable: false`: never resent once it may have reached the server. */
+  readonly neverResend: boolean;
+  /** The `x-meshlink-hedge` value, if the call had one. */
+  readonly hedge: string | undefined;
+  /** The call's deadline, epoch ms (`Infinity`: none). */
+  readonly deadline: number;
+}
+
+/** One attempt of a gRPC call: one grpc-js call (a leg) to one endpoint. */
+export class GrpcAttempt extends EngineAttempt {
+  declare readonly call: GrpcCall;
+  /** The grpc-js call carrying this attempt. */
+  leg: Leg | undefined = undefined;
+  /** A unary response's headers, held until its status. */
+  heldMetadata: Metadata | undefined = undefined;
+  /** A unary response's message, held until its status. */
+  message: unknown = undefined;
+  /** True once a response message arrived. */
+  hasMessage = false;
+
+  cancel(reason: Error): void {
+    this.leg?.cancel(reason);
+  }
+}
+
+/** One gRPC call through the mesh, bound to its service. */
+export class GrpcCall extends EngineCall<GrpcAttempt> {
+  /** The interceptor's side of the call (the caller, the legs, the span). */
+  readonly client: MeshClientCall;
+  readonly #binding: ServiceBinding;
+  /** Whether a resend stays allowed after a response message arrived. */
+  readonly #afterMessage: boolean;
+
+  constructor(client: MeshClientCall, binding: ServiceBinding, settings: GrpcCallSettings) {
+    const policy = binding.policy;
+    super(binding, policy);
+    this.client = client;
+    this.#binding = binding;
+    // Until a response message arrives the server has said nothing: every
+    // method may be retried (gRPC's own rule); after one, only idempotent ones.
+    this.retryable = !settings.neverResend;
+    this.#afterMessage = settings.idempotent && !settings.neverResend;
+    const fallback = policy.hedging.delay ?? "p95";
+    const hedge =
+      settings.hedge !== undefined
+        ? parseHedge(settings.hedge, fallback)
+        : binding.state.hedgeByDefault
+          ? fallback
+          : undefined;
+    this.hedge = this.#afterMessage && client.replayable ? hedge : undefined;
+    this.deadlineMs =
+      settings.deadline === Number.POSITIVE_INFINITY
+        ? settings.deadline
+        : Math.max(0, settings.deadline - Date.now());
+    this.perTryTimeout = policy.perTryTimeout;
+  }
+
+  // The engine's transport side.
+
+  protected get meshClosed(): boolean {
+    return this.#binding.host.closed;
+  }
+
+  protected createAttempt(endpoint: Endpoint, health: EndpointHealth, now: number): GrpcAttempt {
+    return new GrpcAttempt(this, endpoint, health, now);
+  }
+
+  protected dispatchAttempt(a: GrpcAttempt, _timeoutMs: number): void {
+    this.client.dispatch(a);
+  }
+
+  protected deliverStart(): void {}
+
+  protected deliverError(err: Error): void {
+    this.client.fail(err);
+  }
+
+  protected resendable(): boolean {
+    return this.client.replayable;
+  }
+
+  protected override pickEndpoint(constraints?: PickConstraints): Endpoint | undefined {
+    return this.#binding.pickReady(constraints);
+  }
+
+  protected override noteRetry(from: GrpcAttempt, kind: FailureKind | "status", next: Endpoint): void {
+    const span = this.client.span;
+    if (span.isRecording()) {
+      span.addEvent("meshlink.retry", {
+        [Attr.ENDPOINT]: from.endpoint.id,
+        "error.type": kind,
+        "meshlink.retry.endpoint": next.id,
+      });
+    }
+  }
+
+  protected override noteHedge(target: Endpoint): void {
+    const span = this.client.span;
+    if (span.isRecording()) span.addEvent("meshlink.hedge", { [Attr.ENDPOINT]: target.id });
+  }
+
+  protected override noteBudgetExhausted(): void {
+    const span = this.client.span;
+    if (span.isRecording()) span.addEvent("meshlink.retry_budget_exhausted");
+  }
+
+  protected override noteWinner(a: GrpcAttempt): void {
+    const span = this.client.span;
+    if (!span.isRecording()) return;
+    const e = a.endpoint;
+    span.setAttributes({
+      [Attr.ENDPOINT]: e.id,
+      [Attr.CLUSTER]: e.cluster,
+      [Attr.REGION]: e.locality.region,
+      [Attr.TIER]: this.route.balancer.tierOf(e).label,
+      [Attr.ATTEMPTS]: this.attempts,
+      "network.peer.address": e.address,
+      "network.peer.port": e.port,
+    });
+  }
+
+  // What the interceptor reports.
+
+  /** @internal The winning attempt, once there is one. */
+  get winnerAttempt(): GrpcAttempt | undefined {
+    return this.winner;
+  }
+
+  /** @internal Response headers of a streaming response: true when this attempt's response is the caller's. */
+  commit(a: GrpcAttempt): boolean {
+    return this.attemptResponse(a, 200, undefined);
+  }
+
+  /** @internal A response message arrived (a unary one, held): from now only an idempotent call is resent. */
+  messageReceived(): void {
+    this.retryable = this.#afterMessage;
+  }
+
+  /** @internal The attempt's grpc-js call ended with `status`. */
+  attemptStatus(a: GrpcAttempt, status: StatusObject): void {
+    if (a.abandoned !== null) return;
+    const kind = statusKind(status.code);
+    if (kind === ANSWER) {
+      if (a !== this.winner) {
+        if (!this.attemptResponse(a, 200, undefined)) return;
+        this.client.emitHeld(a);
+      }
+      if (this.attemptEnded(a)) this.client.emitStatus(status);
+      return;
+    }
+    if (kind === DEADLINE) {
+      this.attemptFailed(a, new GrpcStatusError(status), "other");
+      return;
+    }
+    // A leg its picker failed never reached a server: the picker's reason is the record.
+    const err = a.leg?.failure ?? new GrpcStatusError(status);
+    this.attemptFailed(a, err, a.started ? "reset" : "connect");
+  }
+}

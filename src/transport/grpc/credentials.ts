@@ -1,0 +1,254 @@
+/**
+ * `mesh.grpc.credentials()`: channel credentials whose every connection
+ * takes its TLS options from the mesh for the endpoint it goes to — the
+ * endpoint's cluster trust bundle, the client certificate, the check of
+ * the server's identity (its SPIFFE ID) — read when the connection is made,
+ * so that a rotated certificate reaches new connections without
+ * rebuilding channels, and calls in flight keep theirs.
+ *
+ * grpc-js builds one secure connector per subchannel and hands it the
+ * subchannel's options; the `meshlink` load balancer puts the endpoint in
+ * them ({@link ENDPOINT_OPTION}). This leans on grpc-js's
+ * `ChannelCredentials._createSecureConnector` (1.10 and later).
+ *
+ * The TLS material comes from a {@link GrpcTlsPolicy}: the mesh's TLS
+ * policy fits that shape as it is; a `{ secureContext(cluster) }` provider
+ * or plain `{ ca, cert, key }` PEM are adapted to it.
+ *
+ * @module
+ */
+
+import { isIP, type Socket } from "node:net";
+import {
+  type ConnectionOptions,
+  checkServerIdentity,
+  createSecureContext,
+  type PeerCertificate,
+  type SecureContext,
+  connect as tlsConnect,
+} from "node:tls";
+import type { CallCredentials, ChannelCredentials, ChannelOptions, experimental } from "@grpc/grpc-js";
+import type { Endpoint } from "../../discovery/endpoint.js";
+import type { ServiceName } from "../../discovery/names.js";
+import { ConfigError } from "../../errors.js";
+import type { Subscription } from "../../subscription.js";
+import { ENDPOINT_OPTION } from "./balancer.js";
+import type { GrpcKit } from "./kit.js";
+import { serviceOfPath } from "./target.js";
+
+/** What a new connection is for (the TLS policy's `TlsTarget`). */
+export interface GrpcTlsTarget {
+  /** The endpoint being connected to. */
+  readonly endpoint: Endpoint;
+  /** The service it serves. */
+  readonly service: ServiceName;
+  /** The TLS server name: the service's host as the target names it. */
+  readonly servername: string;
+}
+
+/** `tls.connect` options for one connection (the fields of the TLS policy's `TlsConnectOptions` that gRPC uses). */
+export interface GrpcTlsConnectOptions {
+  /** The context: trust bundle and client certificate. */
+  readonly secureContext?: SecureContext | undefined;
+  /** Refuse a server whose certificate does not chain to the bundle; default true. */
+  readonly rejectUnauthorized?: boolean | undefined;
+  /** Checks the server's certificate against the expected identity; returns the error that refuses it. */
+  readonly checkServerIdentity?: ((host: string, cert: PeerCertificate) => Error | undefined) | undefined;
+  /** SNI; absent for an IP address. */
+  readonly servername?: string | undefined;
+}
+
+/**
+ * The TLS decisions gRPC connections need. The mesh's TLS policy has this
+ * shape; so can an application's own.
+ */
+export interface GrpcTlsPolicy {
+  /** `disable` makes {@link MeshGrpc.credentials} insecure. */
+  readonly mode: "strict" | "permissive" | "disable";
+  /** Whether a connection to `endpoint` is TLS (gRPC asks as for an `http:` mesh URL: strict always, permissive by endpoint). */
+  wantsTls(endpoint: Endpoint, urlProtocol: string): boolean;
+  /** The options of a new connection; called per connection, so that rotated material applies. */
+  connectOptions(target: GrpcTlsTarget): GrpcTlsConnectOptions;
+}
+
+/** A source of `SecureContext`s per cluster (trust bundle and client certificate), current at each call. */
+export interface SecureContextProvider {
+  /** The context for connections to `cluster` (the default one when the cluster has no bundle of its own). */
+  secureContext(cluster?: string): SecureContext;
+  /** Called after each rotation. Not needed by gRPC, which asks per connection; accepted for the shape's sake. */
+  onRotate?(listener: () => void): Subscription;
+}
+
+/** Plain TLS material, PEM: the CA to trust, and the client certificate and key for mutual TLS. */
+export interface GrpcTlsMaterial {
+  /** The trust bundle. */
+  readonly ca: string | Buffer;
+  /** The client certificate chain. */
+  readonly cert?: string | Buffer | undefined;
+  /** The client key. */
+  readonly key?: string | Buffer | undefined;
+}
+
+/** Anything {@link MeshGrpc.credentials} takes TLS from. */
+export type GrpcTlsSource = GrpcTlsPolicy | SecureContextProvider | GrpcTlsMaterial;
+
+/** The URI SANs of a certificate. */
+function uriSans(cert: PeerCertificate): string[] {
+  const alt = cert.subjectaltname ?? "";
+  return alt
+    .split(/,\s*/)
+    .filter((s) => s.startsWith("URI:"))
+    .map((s) => s.slice(4));
+}
+
+/**
+ * Checks a server: its URI SAN must be the endpoint's expected identity
+ * (a SPIFFE ID) when discovery gave one, else its certificate must name
+ * the service's host.
+ */
+function verifyServer(target: GrpcTlsTarget, cert: PeerCertificate): Error | undefined {
+  const expected = target.endpoint.identity;
+  if (expected === undefined) return checkServerIdentity(target.servername, cert);
+  if (uriSans(cert).includes(expected)) return undefined;
+  const err = new Error(
+    `server identity of ${target.endpoint.id} is not ${expected} (presented: ${uriSans(cert).join(", ") || "none"})`,
+  ) as Error & { code: string };
+  err.code = "ERR_TLS_CERT_ALTNAME_INVALID";
+  return err;
+}
+
+/** A policy over a context provider: every connection is mutual TLS with the endpoint's cluster context. */
+function providerPolicy(provider: SecureContextProvider): GrpcTlsPolicy {
+  return {
+    mode: "strict",
+    wantsTls: () => true,
+    connectOptions: (target) => ({
+      secureContext: provider.secureContext(target.endpoint.cluster),
+      rejectUnauthorized: true,
+      servername: isIP(target.servername) === 0 ? target.servername : undefined,
+      checkServerIdentity: (_host, cert) => verifyServer(target, cert),
+    }),
+  };
+}
+
+/**
+ * The policy behind a TLS source.
+ *
+ * @throws {@link ConfigError} for anything else, or PEM that `tls.createSecureContext` refuses.
+ */
+export function tlsPolicyOf(source: GrpcTlsSource): GrpcTlsPolicy {
+  const s = source as Partial<GrpcTlsPolicy & SecureContextProvider & GrpcTlsMaterial> | null;
+  if (typeof s?.connectOptions === "function" && typeof s.wantsTls === "function")
+    return source as GrpcTlsPolicy;
+  if (typeof s?.secureContext === "function") return providerPolicy(source as SecureContextProvider);
+  if (s?.ca !== undefined) {
+    let context: SecureContext;
+    try {
+      context = createSecureContext({ ca: s.ca, cert: s.cert, key: s.key });
+    } catch (err) {
+      throw new ConfigError("mesh.grpc.credentials(tls)", source, "tls.createSecureContext refused it", {
+        cause: err,
+      });
+    }
+    return providerPolicy({ secureContext: () => context });
+  }
+  throw new ConfigError(
+    "mesh.grpc.credentials(tls)",
+    source,
+    "expected a TLS policy, a { secureContext(cluster) } provider or { ca, cert, key } PEM",
+  );
+}
+
+type SecureConnector = experimental.SecureConnector;
+type CredentialsClass = new (policy: GrpcTlsPolicy) => ChannelCredentials;
+
+const classes = new WeakMap<GrpcKit, CredentialsClass>();
+
+/** meshlink's channel credentials on one grpc-js module, over a TLS policy. */
+export function meshCredentials(kit: GrpcKit, policy: GrpcTlsPolicy): ChannelCredentials {
+  let Class = classes.get(kit);
+  if (Class === undefined) {
+    Class = credentialsClass(kit);
+    classes.set(kit, Class);
+  }
+  return new Class(policy);
+}
+
+function credentialsClass(kit: GrpcKit): CredentialsClass {
+  const grpc = kit.grpc;
+  return class MeshChannelCredentials extends grpc.ChannelCredentials {
+    readonly #policy: GrpcTlsPolicy;
+
+    constructor(policy: GrpcTlsPolicy) {
+      super();
+      this.#policy = policy;
+    }
+
+    _isSecure(): boolean {
+      return true;
+    }
+
+    _equals(other: ChannelCredentials): boolean {
+      return other === this;
+    }
+
+    _createSecureConnector(
+      target: experimental.GrpcUri,
+      options: ChannelOptions,
+      callCredentials?: CallCredentials,
+    ): SecureConnector {
+      const policy = this.#policy;
+      const endpoint = options[ENDPOINT_OPTION] as Endpoint | undefined;
+      const service = serviceOfPath(target.path);
+      const creds = callCredentials ?? grpc.credentials.createEmpty();
+      return {
+        connect: (socket) => connectTls(policy, endpoint, service, socket),
+        waitForReady: () => Promise.resolve(),
+        getCallCredentials: () => creds,
+        destroy: () => {},
+      };
+    }
+  };
+}
+
+function connectTls(
+  policy: GrpcTlsPolicy,
+  endpoint: Endpoint | undefined,
+  service: ServiceName | undefined,
+  socket: Socket,
+): Promise<{ socket: Socket; secure: boolean }> {
+  return new Promise((resolve, reject) => {
+    if (endpoint === undefined || service === undefined) {
+      reject(new Error("meshlink credentials serve channels to meshlink:// targets only"));
+      return;
+    }
+    if (!policy.wantsTls(endpoint, "http:")) {
+      resolve({ socket, secure: false });
+      return;
+    }
+    let o: GrpcTlsConnectOptions;
+    try {
+      o = policy.connectOptions({ endpoint, service, servername: service.host });
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    const rejectUnauthorized = o.rejectUnauthorized ?? true;
+    const onError = (err: Error) => reject(err);
+    // Only the fields given: Node spreads the options over its defaults, and an undefined check would replace its own.
+    const options: ConnectionOptions = { socket, rejectUnauthorized, ALPNProtocols: ["h2"] };
+    if (o.secureContext !== undefined) options.secureContext = o.secureContext;
+    if (o.checkServerIdentity !== undefined) options.checkServerIdentity = o.checkServerIdentity;
+    if (o.servername !== undefined) options.servername = o.servername;
+    const tls = tlsConnect(options, () => {
+      tls.removeListener("error", onError);
+      if (rejectUnauthorized && !tls.authorized) {
+        reject(tls.authorizationError ?? new Error("server certificate not authorized"));
+        tls.destroy();
+        return;
+      }
+      resolve({ socket: tls, secure: true });
+    });
+    tls.once("error", onError);
+  });
+}

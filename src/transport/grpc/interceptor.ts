@@ -1,0 +1,464 @@
+/**
+ * `mesh.grpc.interceptors`: the client side of a gRPC call through the mesh.
+ *
+ * grpc-js gives an interceptor the call's options and a `nextCall` to open
+ * the call below — not the channel or its target. So the interceptor's
+ * {@link MeshClientCall} opens its first grpc-js call (a {@link Leg}) at
+ * once, with the leg in its metadata's options; when the `meshlink`
+ * picker meets the leg it binds the call to the channel's service, the
+ * call engine starts, and every further attempt (a retry, a hedge) is one
+ * more leg through `nextCall`, pinned to the endpoint the engine chose. On
+ * any other channel no picker ever binds the call, and it passes through
+ * with only its client span and trace context.
+ *
+ * Per call, on top of the span and propagation: the deadline (the
+ * caller's, its parent call's, the policy's — the shortest) goes with every
+ * attempt as `grpc-timeout`; `x-meshlink-retryable: true|false` marks the
+ * call idempotent or never to be resent, `x-meshlink-hedge` asks for or
+ * refuses hedging; both are removed before sending.
+ *
+ * @module
+ */
+
+import type {
+  InterceptingCall,
+  InterceptingListener,
+  Interceptor,
+  InterceptorOptions,
+  Metadata,
+  MetadataOptions,
+  NextCall,
+  StatusObject,
+} from "@grpc/grpc-js";
+import type { Span } from "@opentelemetry/api";
+import type { Endpoint } from "../../discovery/endpoint.js";
+import type { CallPolicy } from "../../resilience/policy.js";
+import {
+  Attr,
+  activeContext,
+  contextWithSpan,
+  endSpanWithError,
+  NOOP_SPAN,
+  startClientSpan,
+  tracerRegistered,
+} from "../../telemetry/tracing.js";
+import { HEDGE_HEADER, parseFlag, RETRYABLE_HEADER } from "../http/headers.js";
+import type { ServiceBinding } from "./binding.js";
+import { type GrpcAttempt, GrpcCall } from "./call.js";
+import type { GrpcKit } from "./kit.js";
+import { kLeg, type PickedLeg } from "./picker.js";
+import { CallerCancelledError, GrpcStatusError, Status, statusOf } from "./status.js";
+import { injectMetadata, rpcAttributes, rpcSpanName } from "./trace.js";
+
+/** What the interceptor needs from its transport. */
+export interface InterceptorHost {
+  /** The application's grpc-js. */
+  readonly kit: GrpcKit;
+  /** The mesh's call policy (its deadline applies from the start). */
+  readonly policy: CallPolicy;
+  /** True when a method (`/pkg.Service/Method`) was marked idempotent. */
+  isIdempotent(path: string): boolean;
+}
+
+/** The interceptor of a mesh: one {@link MeshClientCall} per call. */
+export function meshInterceptor(host: InterceptorHost): Interceptor {
+  return (options, nextCall) => new MeshClientCall(host, options, nextCall) as unknown as InterceptingCall;
+}
+
+/** `grpc.propagate.DEADLINE`: the parent call's deadline applies to this call. */
+const PROPAGATE_DEADLINE = 1;
+const PROPAGATE_DEFAULTS = 0xffff;
+
+const UNBOUND = 0;
+const BOUND = 1;
+const PASSTHROUGH = 2;
+const ENDED = 3;
+
+/**
+ * One attempt's grpc-js call. It is its metadata's options object (grpc-js
+ * carries it by reference to the picker, which finds it under {@link kLeg})
+ * and the listener of the call it opened.
+ */
+export class Leg implements PickedLeg, MetadataOptions {
+  readonly [kLeg]: Leg;
+  idempotentRequest?: boolean;
+  waitForReady?: boolean;
+  cacheableRequest?: boolean;
+  corked?: boolean;
+  /** The interceptor's call this leg belongs to. */
+  readonly client: MeshClientCall;
+  /** The grpc-js call below the interceptor. */
+  underlying: ReturnType<NextCall> | undefined = undefined;
+  /** The engine's attempt it carries, once the engine dispatched one to it. */
+  attempt: GrpcAttempt | undefined = undefined;
+  failure: Error | undefined = undefined;
+  /** Its status arrived. */
+  ended = false;
+
+  constructor(client: MeshClientCall, options: MetadataOptions) {
+    this[kLeg] = this;
+    this.client = client;
+    this.idempotentRequest = options.idempotentRequest;
+    this.waitForReady = options.waitForReady;
+    this.cacheableRequest = options.cacheableRequest;
+    this.corked = options.corked;
+  }
+
+  target(binding: ServiceBinding): Endpoint | undefined | Error {
+    return this.client.legTarget(this, binding);
+  }
+
+  started(): boolean {
+    const a = this.attempt;
+    return a !== undefined && a.abandoned === null && a.call.attemptStarted(a);
+  }
+
+  /** meshlink gives the leg up (a per-try timeout, a lost hedge, the caller's cancel). */
+  cancel(reason: Error): void {
+    if (!this.ended) this.underlying?.cancelWithStatus(Status.CANCELLED, `meshlink: ${reason.message}`);
+  }
+
+  onReceiveMetadata(metadata: Metadata): void {
+    this.client.legMetadata(this, metadata);
+  }
+
+  onReceiveMessage(message: unknown): void {
+    this.client.legMessage(this, message);
+  }
+
+  onReceiveStatus(status: StatusObject): void {
+    this.ended = true;
+    this.client.legStatus(this, status);
+  }
+}
+
+function epochOf(deadline: Date | number | undefined): number {
+  if (deadline === undefined) return Number.POSITIVE_INFINITY;
+  return deadline instanceof Date ? deadline.getTime() : deadline;
+}
+
+/** A tri-state flag: undefined when the value is neither true nor false. */
+function flag(value: unknown): boolean | undefined {
+  const s = String(value);
+  const yes = parseFlag(s, true);
+  return yes === parseFlag(s, false) ? yes : undefined;
+}
+
+/** The interceptor's side of one call: towards the caller one grpc-js call, below it one leg per attempt. */
+export class MeshClientCall {
+  readonly #host: InterceptorHost;
+  readonly #next: NextCall;
+  /** The options each leg is opened with: the caller's, with the effective deadline. */
+  #options: InterceptorOptions;
+  /** The method path. */
+  readonly path: string;
+  /** The response is one message (held until the status), not a stream. */
+  readonly unary: boolean;
+  readonly #requestStream: boolean;
+  #mode = UNBOUND;
+  #listener: Partial<InterceptingListener> = {};
+  #base: Metadata | undefined;
+  #span: Span = NOOP_SPAN;
+  #first: Leg | undefined;
+  #legs: Leg[] | undefined;
+  #engine: GrpcCall | undefined;
+  #binding: ServiceBinding | undefined;
+  #request: unknown;
+  #hasRequest = false;
+  #replayable = true;
+  #halfClosed = false;
+  #readPending = false;
+  #deadline = Number.POSITIVE_INFINITY;
+  #retry: boolean | undefined;
+  #hedge: string | undefined;
+  #idempotent = false;
+  /** Inside a pick: what reaches the caller waits for the next tick. */
+  #picking = false;
+
+  constructor(host: InterceptorHost, options: InterceptorOptions, next: NextCall) {
+    this.#host = host;
+    this.#options = options;
+    this.#next = next;
+    const def = options.method_definition;
+    this.path = def.path;
+    this.unary = !def.responseStream;
+    this.#requestStream = def.requestStream;
+  }
+
+  /** The call's client span (a no-op span while no SDK is registered). */
+  get span(): Span {
+    return this.#span;
+  }
+
+  /** True while the request can be sent again: a unary request, or a stream before its first message. */
+  get replayable(): boolean {
+    return this.#replayable;
+  }
+
+  // The caller's side (grpc-js's InterceptingCallInterface).
+
+  start(metadata: Metadata, listener?: Partial<InterceptingListener>): void {
+    this.#listener = listener ?? {};
+    const md = metadata.clone();
+    const retry = md.get(RETRYABLE_HEADER);
+    if (retry.length > 0) {
+      this.#retry = flag(retry[0]);
+      md.remove(RETRYABLE_HEADER);
+    }
+    const hedge = md.get(HEDGE_HEADER);
+    if (hedge.length > 0) {
+      this.#hedge = String(hedge[0]);
+      md.remove(HEDGE_HEADER);
+    }
+    const callerOptions = metadata.getOptions();
+    this.#idempotent =
+      this.#retry ?? (this.#host.isIdempotent(this.path) || callerOptions.idempotentRequest === true);
+    this.#deadline = this.#effectiveDeadline();
+
+    const parent = activeContext();
+    if (tracerRegistered()) {
+      this.#span = startClientSpan(rpcSpanName(this.path), parent, rpcAttributes(this.path));
+    }
+    injectMetadata(contextWithSpan(parent, this.#span), md);
+    this.#base = md;
+    const leg = new Leg(this, callerOptions);
+    md.setOptions(leg);
+    this.#first = leg;
+    leg.underlying = this.#next(this.#options);
+    leg.underlying.start(md, leg);
+  }
+
+  sendMessageWithContext(context: object, message: unknown): void {
+    if (this.#requestStream) {
+      this.#replayable = false;
+    } else {
+      this.#request = message;
+      this.#hasRequest = true;
+    }
+    this.#each((leg) => leg.underlying!.sendMessageWithContext(context, message));
+  }
+
+  sendMessage(message: unknown): void {
+    this.sendMessageWithContext({}, message);
+  }
+
+  startRead(): void {
+    this.#readPending = true;
+    const winner = this.#engine?.winnerAttempt?.leg;
+    if (winner !== undefined) winner.underlying!.startRead();
+    else this.#each((leg) => leg.underlying!.startRead());
+  }
+
+  halfClose(): void {
+    this.#halfClosed = true;
+    this.#each((leg) => leg.underlying!.halfClose());
+  }
+
+  cancelWithStatus(code: number, details: string): void {
+    if (this.#mode === BOUND) this.#engine!.abort(new CallerCancelledError(code, details));
+    else if (this.#mode !== ENDED) this.#first?.underlying?.cancelWithStatus(code, details);
+  }
+
+  getPeer(): string {
+    return this.#shown()?.underlying?.getPeer() ?? "";
+  }
+
+  getAuthContext(): ReturnType<ReturnType<NextCall>["getAuthContext"]> {
+    return this.#shown()?.underlying?.getAuthContext() ?? null;
+  }
+
+  // The picker's side.
+
+  /** @internal Where a leg goes (see {@link PickedLeg.target}); the first pick of the first leg binds the call. */
+  legTarget(leg: Leg, binding: ServiceBinding): Endpoint | undefined | Error {
+    const a = leg.attempt;
+    if (a !== undefined) return a.endpoint;
+    if (leg.failure !== undefined) return leg.failure;
+    if (leg !== this.#first || this.#mode !== UNBOUND) return undefined;
+    this.#bind(binding);
+    return leg.attempt?.endpoint ?? leg.failure;
+  }
+
+  #bind(binding: ServiceBinding): void {
+    this.#mode = BOUND;
+    this.#binding = binding;
+    const span = this.#span;
+    if (span.isRecording()) {
+      span.setAttributes({
+        [Attr.SERVICE]: binding.name.key,
+        "server.address": binding.name.host,
+        "server.port": binding.name.port ?? binding.name.portName ?? "",
+      });
+    }
+    const engine = new GrpcCall(this, binding, {
+      idempotent: this.#idempotent,
+      neverResend: this.#retry === false,
+      hedge: this.#hedge,
+      deadline: this.#deadline,
+    });
+    this.#engine = engine;
+    this.#picking = true;
+    try {
+      engine.start();
+    } finally {
+      this.#picking = false;
+    }
+  }
+
+  // The engine's side.
+
+  /** @internal Sends an attempt: on the first leg while it waits unassigned, else on a new leg. */
+  dispatch(a: GrpcAttempt): void {
+    const first = this.#first!;
+    if (first.attempt === undefined && !first.ended && first.failure === undefined) {
+      first.attempt = a;
+      a.leg = first;
+      // It waits in grpc-js's queue since its first pick: have it picked again.
+      if (!this.#picking) this.#binding?.view?.repick();
+      return;
+    }
+    const leg = new Leg(this, first);
+    leg.attempt = a;
+    a.leg = leg;
+    (this.#legs ??= []).push(leg);
+    const md = this.#base!.clone();
+    md.setOptions(leg);
+    try {
+      leg.underlying = this.#next(this.#options);
+      leg.underlying.start(md, leg);
+    } catch (err) {
+      leg.ended = true;
+      a.call.attemptFailed(a, err instanceof Error ? err : new Error(String(err)), "other");
+      return;
+    }
+    const call = leg.underlying;
+    if (this.#hasRequest) call.sendMessage(this.#request);
+    if (this.#halfClosed) call.halfClose();
+    if (this.#readPending) call.startRead();
+  }
+
+  /** @internal The call failed: the caller gets the error's status; legs still open are cancelled. */
+  fail(err: Error): void {
+    if (this.#mode === ENDED) return;
+    this.#mode = ENDED;
+    const status = statusOf(err, this.#host.kit.metadata);
+    // A leg that has no attempt yet fails at its next pick.
+    this.#each((leg) => {
+      if (leg.attempt === undefined) leg.failure ??= err;
+    });
+    if (this.#picking) process.nextTick(() => this.#failed(status, err));
+    else this.#failed(status, err);
+  }
+
+  #failed(status: StatusObject, err: Error): void {
+    this.#each((leg) => leg.cancel(err));
+    this.#span.setAttribute("rpc.grpc.status_code", status.code);
+    endSpanWithError(this.#span, err);
+    this.#listener.onReceiveStatus?.(status);
+  }
+
+  /** @internal A unary response won: its held headers and message go to the caller. */
+  emitHeld(a: GrpcAttempt): void {
+    if (a.heldMetadata !== undefined) this.#listener.onReceiveMetadata?.(a.heldMetadata);
+    if (a.hasMessage) this.#listener.onReceiveMessage?.(a.message);
+  }
+
+  /** @internal The winning attempt's status ends the call. */
+  emitStatus(status: StatusObject): void {
+    this.#mode = ENDED;
+    this.#end(status);
+    this.#listener.onReceiveStatus?.(status);
+  }
+
+  // The legs' side.
+
+  /** @internal */
+  legMetadata(leg: Leg, metadata: Metadata): void {
+    if (this.#mode === BOUND) {
+      const a = leg.attempt;
+      if (a === undefined || a.abandoned !== null) return;
+      if (this.unary) a.heldMetadata = metadata;
+      else if (this.#engine!.commit(a)) this.#listener.onReceiveMetadata?.(metadata);
+      return;
+    }
+    if (this.#passes(leg)) this.#listener.onReceiveMetadata?.(metadata);
+  }
+
+  /** @internal */
+  legMessage(leg: Leg, message: unknown): void {
+    if (this.#mode === BOUND) {
+      const a = leg.attempt;
+      if (a === undefined || a.abandoned !== null) return;
+      if (this.unary) {
+        // grpc-js's unary call reports "no message" as null just before the status.
+        if (message === null) return;
+        a.message = message;
+        a.hasMessage = true;
+        this.#engine!.messageReceived();
+      } else if (a === this.#engine!.winnerAttempt) {
+        this.#readPending = false;
+        this.#listener.onReceiveMessage?.(message);
+      }
+      return;
+    }
+    if (this.#passes(leg)) this.#listener.onReceiveMessage?.(message);
+  }
+
+  /** @internal */
+  legStatus(leg: Leg, status: StatusObject): void {
+    if (this.#mode === BOUND) {
+      if (leg.attempt !== undefined) this.#engine!.attemptStatus(leg.attempt, status);
+      return;
+    }
+    if (this.#passes(leg)) {
+      this.#mode = ENDED;
+      this.#end(status);
+      this.#listener.onReceiveStatus?.(status);
+    }
+  }
+
+  /** An unbound call's events pass through (no meshlink picker saw it: not a mesh channel). */
+  #passes(leg: Leg): boolean {
+    if (leg !== this.#first || this.#mode === ENDED) return false;
+    this.#mode = PASSTHROUGH;
+    return true;
+  }
+
+  #end(status: StatusObject): void {
+    const span = this.#span;
+    if (span === NOOP_SPAN) return;
+    span.setAttribute("rpc.grpc.status_code", status.code);
+    if (status.code === Status.OK) span.end();
+    else endSpanWithError(span, new GrpcStatusError(status));
+  }
+
+  /** The leg whose peer the caller sees: the winner's, else the first. */
+  #shown(): Leg | undefined {
+    return this.#engine?.winnerAttempt?.leg ?? this.#first;
+  }
+
+  /** Runs `fn` on every leg still open. */
+  #each(fn: (leg: Leg) => void): void {
+    const first = this.#first;
+    if (first !== undefined && !first.ended && first.underlying !== undefined) fn(first);
+    const legs = this.#legs;
+    if (legs === undefined) return;
+    for (const leg of legs) if (!leg.ended && leg.underlying !== undefined) fn(leg);
+  }
+
+  /** The shortest of the caller's deadline, its parent call's (when propagated) and the policy's. */
+  #effectiveDeadline(): number {
+    const options = this.#options;
+    const own = epochOf(options.deadline);
+    let deadline = own;
+    const parent = options.parent;
+    if (parent != null && ((options.propagate_flags ?? PROPAGATE_DEFAULTS) & PROPAGATE_DEADLINE) !== 0) {
+      deadline = Math.min(deadline, epochOf(parent.getDeadline()));
+    }
+    const policy = this.#host.policy.deadline;
+    if (policy !== Number.POSITIVE_INFINITY) deadline = Math.min(deadline, Date.now() + policy);
+    // Every leg carries the deadline, so that grpc-js sends it as grpc-timeout.
+    if (deadline !== own) this.#options = { ...options, deadline };
+    return deadline;
+  }
+}
