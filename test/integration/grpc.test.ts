@@ -326,6 +326,14 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
     ).toBe(true);
   });
 
+  it("resolves a target without a mesh id to the one mesh of the process", async () => {
+    const c = new EchoClient(`meshlink:///${SERVICE}:50051`, mesh.grpc.credentials(), {
+      interceptors: mesh.grpc.interceptors,
+    });
+    clients.push(c);
+    expect((await echo(c, "x")).server).toMatch(/^home-/);
+  });
+
   it("keeps two meshes in one process apart", async () => {
     const other = createMesh({
       env: {},

@@ -114,9 +114,13 @@ export function statusOf(err: Error, newMetadata: () => Metadata): StatusObject 
   let code = CODE_OF[err.code] ?? Status.UNKNOWN;
   let details = err.message;
   const cause = (err as RequestFailedError).cause;
-  if (err instanceof RequestFailedError && cause instanceof GrpcStatusError) {
-    code = cause.status.code;
-    details = `${err.message}; last status: ${cause.status.details}`;
+  if (err instanceof RequestFailedError) {
+    if (cause instanceof GrpcStatusError) {
+      code = cause.status.code;
+      details = `${err.message}; last status: ${cause.status.details}`;
+    } else if (cause instanceof Error) {
+      details = `${err.message}; last: ${cause.message}`;
+    }
   }
   return { code, details, metadata };
 }
