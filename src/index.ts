@@ -88,4 +88,17 @@ export type { FailureRateOptions, HealthState, HealthView } from "./routing/heal
 export type { BalancerPolicy, DistributeRule, PriorityLabel, SlowStartOptions } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
+// gRPC (`mesh.grpc`): its types, and the trailer that carries a meshlink error's code.
+export {
+  GRPC_ERROR_METADATA,
+  type GrpcModule,
+  type GrpcTlsConnectOptions,
+  type GrpcTlsMaterial,
+  type GrpcTlsPolicy,
+  type GrpcTlsSource,
+  type GrpcTlsTarget,
+  type IdempotentMethods,
+  type MeshGrpc,
+  type SecureContextProvider,
+} from "./transport/grpc/grpc.js";
 export { HEDGE_HEADER, RETRYABLE_HEADER } from "./transport/http/headers.js";
