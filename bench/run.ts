@@ -29,7 +29,7 @@ import {
 } from "./lib/common.js";
 
 /** The benchmarks, in the order they run. */
-const BENCHMARKS = ["router", "http-overhead", "proxy-hop", "failover"] as const;
+const BENCHMARKS = ["router", "http-overhead", "proxy-hop", "failover", "grpc"] as const;
 
 async function runOne(name: string, args: readonly string[]): Promise<number> {
   const child = fork(join(BENCH_DIR, `${name}.ts`), [...args], { stdio: "inherit" });

@@ -15,10 +15,14 @@ const json = {
   deserialize: (buf: Buffer) => JSON.parse(buf.toString()) as unknown,
 };
 
-function method(path: string, responseStream: boolean): grpc.MethodDefinition<unknown, unknown> {
+function method(
+  path: string,
+  responseStream: boolean,
+  requestStream = false,
+): grpc.MethodDefinition<unknown, unknown> {
   return {
     path,
-    requestStream: false,
+    requestStream,
     responseStream,
     requestSerialize: json.serialize,
     requestDeserialize: json.deserialize,
@@ -27,10 +31,11 @@ function method(path: string, responseStream: boolean): grpc.MethodDefinition<un
   };
 }
 
-/** The test service (JSON messages): unary `Echo`, server-streaming `Count`. */
+/** The test service (JSON messages): unary `Echo`, server-streaming `Count`, bidi `Chat`. */
 export const echoService: grpc.ServiceDefinition = {
   Echo: method("/meshlink.test.Echo/Echo", false),
   Count: method("/meshlink.test.Echo/Count", true),
+  Chat: method("/meshlink.test.Echo/Chat", true, true),
 };
 
 /** A generic client of {@link echoService}. */
@@ -124,6 +129,11 @@ export async function startGrpcServer(
         for (let i = 0; i < call.request.count; i++) call.write({ server: name, i });
         call.end();
       },
+      Chat: (call: grpc.ServerDuplexStream<{ text: string }, { server: string; text: string }>) => {
+        state.calls.push({ method: "Chat", metadata: call.metadata.getMap(), deadlineMs: remaining(call) });
+        call.on("data", (m: { text: string }) => call.write({ server: name, text: m.text }));
+        call.on("end", () => call.end());
+      },
     });
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${address}:${state.port}`, credentials, (err, p) => (err ? reject(err) : resolve(p))),
@@ -166,5 +176,24 @@ export async function count(client: EchoClientInstance, n: number): Promise<{ se
   );
   const out: { server: string; i: number }[] = [];
   for await (const m of stream) out.push(m as { server: string; i: number });
+  return out;
+}
+
+/** One bidi `Chat` call: sends every text, then half-closes; returns every reply. */
+export async function chat(
+  client: EchoClientInstance,
+  texts: readonly string[],
+): Promise<{ server: string; text: string }[]> {
+  const stream = client.makeBidiStreamRequest(
+    echoService.Chat!.path,
+    json.serialize,
+    json.deserialize,
+    new grpc.Metadata(),
+    { deadline: Date.now() + 10_000 },
+  );
+  for (const text of texts) stream.write({ text });
+  stream.end();
+  const out: { server: string; text: string }[] = [];
+  for await (const m of stream) out.push(m as { server: string; text: string });
   return out;
 }

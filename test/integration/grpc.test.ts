@@ -8,6 +8,7 @@ import { createMesh, type Mesh } from "../../src/mesh.js";
 import { GRPC_ERROR_METADATA } from "../../src/transport/grpc/grpc.js";
 import { scriptedBackend } from "../helpers/backend.js";
 import {
+  chat,
   count,
   EchoClient,
   type EchoClientInstance,
@@ -123,6 +124,24 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
     expect(messages.map((m) => m.i)).toEqual([0, 1, 2, 3, 4]);
     expect(new Set(messages.map((m) => m.server)).size).toBe(1);
     expect(messages[0]!.server).toMatch(/^home-/);
+  });
+
+  it("carries a bidi-streaming call both ways, a long request stream in order", async () => {
+    const replies = await chat(client(), ["a", "b", "c"]);
+    expect(replies.map((r) => r.text)).toEqual(["a", "b", "c"]);
+    expect(replies[0]!.server).toMatch(/^home-/);
+    const texts = Array.from({ length: 300 }, (_, i) => `m${i}`);
+    expect((await chat(client(), texts)).map((r) => r.text)).toEqual(texts);
+  });
+
+  it("resends a bidi call whose first attempt could not connect, with the messages written meanwhile", async () => {
+    // Calls the router sends to the dead server first are resent elsewhere (another cluster first, after a connect failure).
+    home[0]!.kill();
+    const replies = await Promise.all(Array.from({ length: 6 }, () => chat(client(), ["x", "y"])));
+    for (const r of replies) {
+      expect(r.map((m) => m.text)).toEqual(["x", "y"]);
+      expect(r[0]!.server).not.toBe("home-1");
+    }
   });
 
   it("fails over to the failover region when the home cluster dies during a run, with no failed idempotent call", async () => {

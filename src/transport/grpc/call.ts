@@ -28,7 +28,8 @@ import type { PickConstraints } from "../../routing/router.js";
 import { Attr } from "../../telemetry/tracing.js";
 import { parseHedge } from "../http/headers.js";
 import type { ServiceBinding } from "./binding.js";
-import type { Leg, MeshClientCall } from "./interceptor.js";
+import type { MeshClientCall } from "./interceptor.js";
+import type { Leg } from "./leg.js";
 import { ANSWER, DEADLINE, GrpcStatusError, statusKind } from "./status.js";
 
 /** What the interceptor read from the call before it was bound. */
@@ -84,7 +85,8 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
         : binding.state.hedgeByDefault
           ? fallback
           : undefined;
-    this.hedge = this.#afterMessage && client.replayable ? hedge : undefined;
+    // A hedge resends the request while the first attempt may still be reading it: a unary request only.
+    this.hedge = this.#afterMessage && client.unaryRequest ? hedge : undefined;
     this.deadlineMs =
       settings.deadline === Number.POSITIVE_INFINITY
         ? settings.deadline

@@ -11,11 +11,9 @@
  * any other channel no picker ever binds the call, and it passes through
  * with only its client span and trace context.
  *
- * Per call, on top of the span and propagation: the deadline (the
- * caller's, its parent call's, the policy's — the shortest) goes with every
- * attempt as `grpc-timeout`; `x-meshlink-retryable: true|false` marks the
- * call idempotent or never to be resent, `x-meshlink-hedge` asks for or
- * refuses hedging; both are removed before sending.
+ * Per call, on top of the span and propagation, the controls of
+ * `controls.ts`: the deadline, which every attempt carries as
+ * `grpc-timeout`, idempotency and hedging.
  *
  * @module
  */
@@ -26,7 +24,6 @@ import type {
   Interceptor,
   InterceptorOptions,
   Metadata,
-  MetadataOptions,
   NextCall,
   StatusObject,
 } from "@grpc/grpc-js";
@@ -42,11 +39,11 @@ import {
   startClientSpan,
   tracerRegistered,
 } from "../../telemetry/tracing.js";
-import { HEDGE_HEADER, parseFlag, RETRYABLE_HEADER } from "../http/headers.js";
 import type { ServiceBinding } from "./binding.js";
 import { type GrpcAttempt, GrpcCall } from "./call.js";
+import { type CallControls, readControls } from "./controls.js";
 import type { GrpcKit } from "./kit.js";
-import { kLeg, type PickedLeg } from "./picker.js";
+import { Leg } from "./leg.js";
 import { CallerCancelledError, GrpcStatusError, Status, statusOf } from "./status.js";
 import { injectMetadata, rpcAttributes, rpcSpanName } from "./trace.js";
 
@@ -65,84 +62,13 @@ export function meshInterceptor(host: InterceptorHost): Interceptor {
   return (options, nextCall) => new MeshClientCall(host, options, nextCall) as unknown as InterceptingCall;
 }
 
-/** `grpc.propagate.DEADLINE`: the parent call's deadline applies to this call. */
-const PROPAGATE_DEADLINE = 1;
-const PROPAGATE_DEFAULTS = 0xffff;
+/** The most messages of a request stream kept for a resend before any attempt started. */
+const MAX_KEPT_MESSAGES = 64;
 
 const UNBOUND = 0;
 const BOUND = 1;
 const PASSTHROUGH = 2;
 const ENDED = 3;
-
-/**
- * One attempt's grpc-js call. It is its metadata's options object (grpc-js
- * carries it by reference to the picker, which finds it under {@link kLeg})
- * and the listener of the call it opened.
- */
-export class Leg implements PickedLeg, MetadataOptions {
-  readonly [kLeg]: Leg;
-  idempotentRequest?: boolean;
-  waitForReady?: boolean;
-  cacheableRequest?: boolean;
-  corked?: boolean;
-  /** The interceptor's call this leg belongs to. */
-  readonly client: MeshClientCall;
-  /** The grpc-js call below the interceptor. */
-  underlying: ReturnType<NextCall> | undefined = undefined;
-  /** The engine's attempt it carries, once the engine dispatched one to it. */
-  attempt: GrpcAttempt | undefined = undefined;
-  failure: Error | undefined = undefined;
-  /** Its status arrived. */
-  ended = false;
-
-  constructor(client: MeshClientCall, options: MetadataOptions) {
-    this[kLeg] = this;
-    this.client = client;
-    this.idempotentRequest = options.idempotentRequest;
-    this.waitForReady = options.waitForReady;
-    this.cacheableRequest = options.cacheableRequest;
-    this.corked = options.corked;
-  }
-
-  target(binding: ServiceBinding): Endpoint | undefined | Error {
-    return this.client.legTarget(this, binding);
-  }
-
-  started(): boolean {
-    const a = this.attempt;
-    return a !== undefined && a.abandoned === null && a.call.attemptStarted(a);
-  }
-
-  /** meshlink gives the leg up (a per-try timeout, a lost hedge, the caller's cancel). */
-  cancel(reason: Error): void {
-    if (!this.ended) this.underlying?.cancelWithStatus(Status.CANCELLED, `meshlink: ${reason.message}`);
-  }
-
-  onReceiveMetadata(metadata: Metadata): void {
-    this.client.legMetadata(this, metadata);
-  }
-
-  onReceiveMessage(message: unknown): void {
-    this.client.legMessage(this, message);
-  }
-
-  onReceiveStatus(status: StatusObject): void {
-    this.ended = true;
-    this.client.legStatus(this, status);
-  }
-}
-
-function epochOf(deadline: Date | number | undefined): number {
-  if (deadline === undefined) return Number.POSITIVE_INFINITY;
-  return deadline instanceof Date ? deadline.getTime() : deadline;
-}
-
-/** A tri-state flag: undefined when the value is neither true nor false. */
-function flag(value: unknown): boolean | undefined {
-  const s = String(value);
-  const yes = parseFlag(s, true);
-  return yes === parseFlag(s, false) ? yes : undefined;
-}
 
 /** The interceptor's side of one call: towards the caller one grpc-js call, below it one leg per attempt. */
 export class MeshClientCall {
@@ -165,13 +91,12 @@ export class MeshClientCall {
   #binding: ServiceBinding | undefined;
   #request: unknown;
   #hasRequest = false;
+  /** A request stream's messages, kept while no attempt has started. */
+  #stream: { message: unknown; flags: number | undefined }[] | undefined;
   #replayable = true;
   #halfClosed = false;
   #readPending = false;
-  #deadline = Number.POSITIVE_INFINITY;
-  #retry: boolean | undefined;
-  #hedge: string | undefined;
-  #idempotent = false;
+  #controls: CallControls | undefined;
   /** Inside a pick: what reaches the caller waits for the next tick. */
   #picking = false;
 
@@ -190,7 +115,12 @@ export class MeshClientCall {
     return this.#span;
   }
 
-  /** True while the request can be sent again: a unary request, or a stream before its first message. */
+  /** The request is one message (unary or server-streaming methods). */
+  get unaryRequest(): boolean {
+    return !this.#requestStream;
+  }
+
+  /** True while the request can be sent again: a unary request, or a stream before any attempt started. */
   get replayable(): boolean {
     return this.#replayable;
   }
@@ -200,20 +130,16 @@ export class MeshClientCall {
   start(metadata: Metadata, listener?: Partial<InterceptingListener>): void {
     this.#listener = listener ?? {};
     const md = metadata.clone();
-    const retry = md.get(RETRYABLE_HEADER);
-    if (retry.length > 0) {
-      this.#retry = flag(retry[0]);
-      md.remove(RETRYABLE_HEADER);
-    }
-    const hedge = md.get(HEDGE_HEADER);
-    if (hedge.length > 0) {
-      this.#hedge = String(hedge[0]);
-      md.remove(HEDGE_HEADER);
-    }
     const callerOptions = metadata.getOptions();
-    this.#idempotent =
-      this.#retry ?? (this.#host.isIdempotent(this.path) || callerOptions.idempotentRequest === true);
-    this.#deadline = this.#effectiveDeadline();
+    const c = readControls(
+      md,
+      callerOptions,
+      this.#options,
+      this.#host.isIdempotent(this.path),
+      this.#host.policy.deadline,
+    );
+    this.#controls = c;
+    this.#options = c.options;
 
     const parent = activeContext();
     if (tracerRegistered()) {
@@ -228,14 +154,28 @@ export class MeshClientCall {
     leg.underlying.start(md, leg);
   }
 
-  sendMessageWithContext(context: object, message: unknown): void {
-    if (this.#requestStream) {
-      this.#replayable = false;
-    } else {
+  sendMessageWithContext(context: { flags?: number; callback?: () => void }, message: unknown): void {
+    if (!this.#requestStream) {
       this.#request = message;
       this.#hasRequest = true;
+      this.#each((leg) => leg.underlying!.sendMessageWithContext(context, message));
+      return;
     }
-    this.#each((leg) => leg.underlying!.sendMessageWithContext(context, message));
+    let callback = context.callback;
+    if (this.#replayable) {
+      // Until an attempt starts, nothing of a request stream has left the
+      // process: it is kept for a resend, and taken at once (as grpc-js's
+      // retry buffer takes it) — a leg that dies would never call back.
+      const kept = (this.#stream ??= []);
+      if (kept.length < MAX_KEPT_MESSAGES) {
+        kept.push({ message, flags: context.flags });
+        if (callback !== undefined) process.nextTick(callback);
+        callback = undefined;
+      } else {
+        this.#dropStream();
+      }
+    }
+    this.#each((leg) => leg.write(message, context.flags, callback));
   }
 
   sendMessage(message: unknown): void {
@@ -251,7 +191,8 @@ export class MeshClientCall {
 
   halfClose(): void {
     this.#halfClosed = true;
-    this.#each((leg) => leg.underlying!.halfClose());
+    if (this.#requestStream) this.#each((leg) => leg.halfClose());
+    else this.#each((leg) => leg.underlying!.halfClose());
   }
 
   cancelWithStatus(code: number, details: string): void {
@@ -290,11 +231,12 @@ export class MeshClientCall {
         "server.port": binding.name.port ?? binding.name.portName ?? "",
       });
     }
+    const c = this.#controls!;
     const engine = new GrpcCall(this, binding, {
-      idempotent: this.#idempotent,
-      neverResend: this.#retry === false,
-      hedge: this.#hedge,
-      deadline: this.#deadline,
+      idempotent: c.idempotent,
+      neverResend: c.retry === false,
+      hedge: c.hedge,
+      deadline: c.deadline,
     });
     this.#engine = engine;
     this.#picking = true;
@@ -303,6 +245,16 @@ export class MeshClientCall {
     } finally {
       this.#picking = false;
     }
+  }
+
+  /** @internal An attempt's pick completed: a request stream may now be on the wire, and is resent no more. */
+  attemptStarted(): void {
+    if (this.#requestStream && this.#replayable) this.#dropStream();
+  }
+
+  #dropStream(): void {
+    this.#replayable = false;
+    this.#stream = undefined;
   }
 
   // The engine's side.
@@ -332,8 +284,13 @@ export class MeshClientCall {
       return;
     }
     const call = leg.underlying;
-    if (this.#hasRequest) call.sendMessage(this.#request);
-    if (this.#halfClosed) call.halfClose();
+    if (this.#requestStream) {
+      for (const m of this.#stream ?? []) leg.write(m.message, m.flags, undefined);
+      if (this.#halfClosed) leg.halfClose();
+    } else {
+      if (this.#hasRequest) call.sendMessage(this.#request);
+      if (this.#halfClosed) call.halfClose();
+    }
     if (this.#readPending) call.startRead();
   }
 
@@ -444,21 +401,5 @@ export class MeshClientCall {
     const legs = this.#legs;
     if (legs === undefined) return;
     for (const leg of legs) if (!leg.ended && leg.underlying !== undefined) fn(leg);
-  }
-
-  /** The shortest of the caller's deadline, its parent call's (when propagated) and the policy's. */
-  #effectiveDeadline(): number {
-    const options = this.#options;
-    const own = epochOf(options.deadline);
-    let deadline = own;
-    const parent = options.parent;
-    if (parent != null && ((options.propagate_flags ?? PROPAGATE_DEFAULTS) & PROPAGATE_DEADLINE) !== 0) {
-      deadline = Math.min(deadline, epochOf(parent.getDeadline()));
-    }
-    const policy = this.#host.policy.deadline;
-    if (policy !== Number.POSITIVE_INFINITY) deadline = Math.min(deadline, Date.now() + policy);
-    // Every leg carries the deadline, so that grpc-js sends it as grpc-timeout.
-    if (deadline !== own) this.#options = { ...options, deadline };
-    return deadline;
   }
 }

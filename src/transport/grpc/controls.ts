@@ -1,0 +1,85 @@
+/**
+ * What a gRPC call asks of the mesh, read once when it starts: its
+ * deadline (the caller's, its parent call's when propagated, the
+ * policy's — the shortest), whether it may be resent, and whether it
+ * hedges. Per call, `x-meshlink-retryable: true|false` metadata marks it
+ * idempotent or never to be resent and `x-meshlink-hedge` asks for or
+ * refuses hedging, as the same headers do for HTTP; both are removed
+ * before the call is sent.
+ *
+ * @module
+ */
+
+import type { InterceptorOptions, Metadata, MetadataOptions } from "@grpc/grpc-js";
+import { HEDGE_HEADER, parseFlag, RETRYABLE_HEADER } from "../http/headers.js";
+
+/** `grpc.propagate.DEADLINE`: the parent call's deadline applies to this call. */
+const PROPAGATE_DEADLINE = 1;
+/** grpc-js's default propagation flags. */
+const PROPAGATE_DEFAULTS = 0xffff;
+
+/** A call's controls. */
+export interface CallControls {
+  /** `x-meshlink-retryable`, when the call carried it. */
+  readonly retry: boolean | undefined;
+  /** `x-meshlink-hedge`, when the call carried it. */
+  readonly hedge: string | undefined;
+  /** The call may be sent twice: the metadata says so, or its method was marked idempotent. */
+  readonly idempotent: boolean;
+  /** The call's deadline, epoch ms (`Infinity`: none). */
+  readonly deadline: number;
+  /** The options every attempt is opened with: the caller's, with the deadline (grpc-js sends it as `grpc-timeout`). */
+  readonly options: InterceptorOptions;
+}
+
+function epochOf(deadline: Date | number | undefined): number {
+  if (deadline === undefined) return Number.POSITIVE_INFINITY;
+  return deadline instanceof Date ? deadline.getTime() : deadline;
+}
+
+/** A tri-state flag: undefined when the value is neither true nor false. */
+function flag(value: unknown): boolean | undefined {
+  const s = String(value);
+  const yes = parseFlag(s, true);
+  return yes === parseFlag(s, false) ? yes : undefined;
+}
+
+/**
+ * Reads a call's controls and removes the control keys from `metadata`
+ * (the call's own copy). `idempotentMethod` says whether its method was
+ * marked idempotent; `policyDeadline` is the policy's deadline in ms.
+ */
+export function readControls(
+  metadata: Metadata,
+  callerOptions: MetadataOptions,
+  options: InterceptorOptions,
+  idempotentMethod: boolean,
+  policyDeadline: number,
+): CallControls {
+  let retry: boolean | undefined;
+  let hedge: string | undefined;
+  const r = metadata.get(RETRYABLE_HEADER);
+  if (r.length > 0) {
+    retry = flag(r[0]);
+    metadata.remove(RETRYABLE_HEADER);
+  }
+  const h = metadata.get(HEDGE_HEADER);
+  if (h.length > 0) {
+    hedge = String(h[0]);
+    metadata.remove(HEDGE_HEADER);
+  }
+  const own = epochOf(options.deadline);
+  let deadline = own;
+  const parent = options.parent;
+  if (parent != null && ((options.propagate_flags ?? PROPAGATE_DEFAULTS) & PROPAGATE_DEADLINE) !== 0) {
+    deadline = Math.min(deadline, epochOf(parent.getDeadline()));
+  }
+  if (policyDeadline !== Number.POSITIVE_INFINITY) deadline = Math.min(deadline, Date.now() + policyDeadline);
+  return {
+    retry,
+    hedge,
+    idempotent: retry ?? (idempotentMethod || callerOptions.idempotentRequest === true),
+    deadline,
+    options: deadline === own ? options : { ...options, deadline },
+  };
+}
