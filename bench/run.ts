@@ -29,7 +29,16 @@ import {
 } from "./lib/common.js";
 
 /** The benchmarks, in the order they run. */
-const BENCHMARKS = ["router", "http-overhead", "proxy-hop", "failover", "grpc"] as const;
+const BENCHMARKS = [
+  "router",
+  "http-overhead",
+  "proxy-hop",
+  "failover",
+  "consul",
+  "kubernetes",
+  "tls",
+  "grpc",
+] as const;
 
 async function runOne(name: string, args: readonly string[]): Promise<number> {
   const child = fork(join(BENCH_DIR, `${name}.ts`), [...args], { stdio: "inherit" });

@@ -37,6 +37,14 @@ export const ErrorCodes = {
   DEADLINE_EXCEEDED: "MESHLINK_ERR_DEADLINE_EXCEEDED",
   /** An `InvalidEndpointError`: an endpoint's address or port cannot be connected to. */
   INVALID_ENDPOINT: "MESHLINK_ERR_INVALID_ENDPOINT",
+  /** A {@link KubernetesError}: one cluster's Kubernetes API could not be used (see its `reason`). */
+  KUBERNETES: "MESHLINK_ERR_KUBERNETES",
+  /** A {@link TlsIdentityError}: the server's certificate names another identity than the one expected. */
+  TLS_IDENTITY: "MESHLINK_ERR_TLS_IDENTITY",
+  /** A {@link TlsMaterialError}: a CA bundle, certificate or key cannot be read, parsed or paired. */
+  TLS_MATERIAL: "MESHLINK_ERR_TLS_MATERIAL",
+  /** An {@link EgressDeniedError}: the egress guard refuses the endpoint's address. */
+  EGRESS_DENIED: "MESHLINK_ERR_EGRESS_DENIED",
 } as const;
 
 /** One of the {@link ErrorCodes}. */
@@ -287,6 +295,73 @@ export class DeadlineExceededError extends MeshError {
 brand(DeadlineExceededError, ErrorCodes.DEADLINE_EXCEEDED);
 
 /**
+ * The server presented a certificate that chains to a trusted CA but names
+ * another identity than the one expected for the endpoint: a SPIFFE ID
+ * (URI SAN), or a DNS name in `dns` match mode. The connection is closed
+ * before any request byte is written. It counts against the endpoint's
+ * health and is never retried on the same endpoint.
+ */
+export class TlsIdentityError extends MeshError {
+  /** The identity the endpoint was expected to present. */
+  readonly expected: string;
+  /** The identities the certificate presents (its URI SANs, or DNS SANs in `dns` mode); empty when none. */
+  readonly presented: readonly string[];
+
+  /** @internal */
+  constructor(expected: string, presented: readonly string[]) {
+    super(
+      `server identity mismatch: expected ${expected}, presented ${presented.length > 0 ? presented.join(", ") : "none"}`,
+      ErrorCodes.TLS_IDENTITY,
+    );
+    this.name = "TlsIdentityError";
+    this.expected = expected;
+    this.presented = presented;
+  }
+}
+brand(TlsIdentityError, ErrorCodes.TLS_IDENTITY);
+
+/**
+ * TLS material (a CA bundle, a certificate chain or a private key) cannot be
+ * read, is not valid PEM, or the key does not match the certificate. At
+ * start-up it is the `cause` of a {@link ConfigError}; during rotation the
+ * previous material is kept and this error is shown by `describe()`. The
+ * message never contains key material.
+ */
+export class TlsMaterialError extends MeshError {
+  /** Where the material came from: an option (`tls.cert`), a variable (`MESHLINK_TLS_KEY`) or a path. */
+  readonly source: string;
+
+  /** @internal */
+  constructor(source: string, problem: string, options?: { cause?: unknown }) {
+    super(`${source}: ${problem}`, ErrorCodes.TLS_MATERIAL, options);
+    this.name = "TlsMaterialError";
+    this.source = source;
+  }
+}
+brand(TlsMaterialError, ErrorCodes.TLS_MATERIAL);
+
+/**
+ * The egress guard refused to connect to an address: it is inside a denied
+ * range (by default link-local, where cloud metadata services live, and the
+ * unspecified addresses), or outside the allow list. Nothing was sent.
+ */
+export class EgressDeniedError extends MeshError {
+  /** The refused address, as discovery (or DNS) gave it. */
+  readonly address: string;
+  /** The rule that refused it: `deny 169.254.0.0/16`, or `not in allow list`. */
+  readonly rule: string;
+
+  /** @internal */
+  constructor(address: string, rule: string) {
+    super(`egress to ${address} denied by rule: ${rule}`, ErrorCodes.EGRESS_DENIED);
+    this.name = "EgressDeniedError";
+    this.address = address;
+    this.rule = rule;
+  }
+}
+brand(EgressDeniedError, ErrorCodes.EGRESS_DENIED);
+
+/**
  * True when `err` is a meshlink error, of the given code when one is given.
  *
  * @example
@@ -509,3 +584,61 @@ export class InvalidEndpointError extends MeshError {
   }
 }
 brand(InvalidEndpointError, ErrorCodes.INVALID_ENDPOINT);
+/**
+ * Why a Kubernetes API server could not be used, as {@link KubernetesError.reason}:
+ * - `unauthorized` (401), `forbidden` (403), `not-found` (404), `expired` (410,
+ *   the resource version was compacted), `throttled` (429), `server-error` (5xx),
+ *   `http-error` (any other status);
+ * - `bad-payload` (not JSON, or not the documented shape), `wrong-kind` (an
+ *   object of another kind than asked for);
+ * - `network` (connect, TLS, reset), `timeout` (no answer in time), `watch-idle`
+ *   (a watch that stopped sending), `stream-cut` (a watch cut in the middle of an event);
+ * - `credentials` (a token file, client certificate or exec plugin failed);
+ * - `port` (the service has no port matching the one asked for).
+ */
+export type KubernetesErrorReason =
+  | "unauthorized"
+  | "forbidden"
+  | "not-found"
+  | "expired"
+  | "throttled"
+  | "server-error"
+  | "http-error"
+  | "bad-payload"
+  | "wrong-kind"
+  | "network"
+  | "timeout"
+  | "watch-idle"
+  | "stream-cut"
+  | "credentials"
+  | "port";
+
+/**
+ * One cluster's Kubernetes API could not be used: a status, a malformed
+ * answer, a dead connection, failing credentials. Carried as the `cause` of
+ * a {@link DiscoveryError} and shown per cluster in `describe()`; the cluster's
+ * last good endpoints are kept meanwhile.
+ */
+export class KubernetesError extends MeshError {
+  /** The cluster whose API server failed. */
+  readonly cluster: string;
+  /** What went wrong, as a stable token. */
+  readonly reason: KubernetesErrorReason;
+  /** The HTTP status, when the server answered with one. */
+  readonly status: number | undefined;
+
+  /** @internal */
+  constructor(
+    cluster: string,
+    reason: KubernetesErrorReason,
+    message: string,
+    options?: { cause?: unknown; status?: number | undefined },
+  ) {
+    super(`cluster ${cluster}: ${reason}: ${message}`, ErrorCodes.KUBERNETES, options);
+    this.name = "KubernetesError";
+    this.cluster = cluster;
+    this.reason = reason;
+    this.status = options?.status;
+  }
+}
+brand(KubernetesError, ErrorCodes.KUBERNETES);

@@ -22,6 +22,12 @@ export {
 } from "./config/config.js";
 export { ERROR_CHANNEL, type InternalErrorMessage } from "./diagnostics.js";
 // Discovery: the built-in backends, and what a backend author implements.
+export {
+  type ConsulDatacenter,
+  type ConsulDiscoveryOptions,
+  type ConsulTlsOptions,
+  consulDiscovery,
+} from "./discovery/consul/consul.js";
 export type {
   BoundUpdate,
   ClusterStatus,
@@ -35,6 +41,12 @@ export type {
 export { type DnsCluster, type DnsDiscoveryOptions, dnsDiscovery } from "./discovery/dns.js";
 export { createEndpoint, type Endpoint, type EndpointInit, type Locality } from "./discovery/endpoint.js";
 export { type DiscoveryKindFactory, discoveryKinds, registerDiscoveryKind } from "./discovery/kinds.js";
+export {
+  type KubernetesCluster,
+  type KubernetesClusterStatus,
+  type KubernetesDiscoveryOptions,
+  kubernetesDiscovery,
+} from "./discovery/kubernetes/kubernetes.js";
 export {
   parseServiceName,
   SERVICE_NAME_FORMS,
@@ -55,16 +67,21 @@ export {
   ConfigError,
   DeadlineExceededError,
   DiscoveryError,
+  EgressDeniedError,
   type ErrorCode,
   ErrorCodes,
   InvalidEndpointError,
   isMeshError,
+  KubernetesError,
+  type KubernetesErrorReason,
   MeshClosedError,
   MeshError,
   NoHealthyEndpointError,
   RequestFailedError,
   ServiceNameError,
   ServiceNotFoundError,
+  TlsIdentityError,
+  TlsMaterialError,
 } from "./errors.js";
 export {
   createMesh,
@@ -88,6 +105,20 @@ export type { FailureRateOptions, HealthState, HealthView } from "./routing/heal
 export type { BalancerPolicy, DistributeRule, PriorityLabel, SlowStartOptions } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
+export type { MaterialSpec, MaterialSpecs } from "./tls/material.js";
+// Mutual TLS and the egress guard.
+export type { ResolvedTls, TlsOptions } from "./tls/options.js";
+export type { ReloadOptions } from "./tls/source.js";
+export type {
+  CertificateInfo,
+  DescribedError,
+  IdentityMatch,
+  IdentitySettings,
+  TlsDescription,
+  TlsMaterial,
+  TlsMode,
+} from "./tls/tls.js";
+export { DEFAULT_EGRESS_DENY, type EgressOptions } from "./transport/egress.js";
 // gRPC (`mesh.grpc`): its types, and the trailer that carries a meshlink error's code.
 export {
   GRPC_ERROR_METADATA,

@@ -18,7 +18,10 @@ import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js"
 import { CallPolicy } from "./resilience/policy.js";
 import { HealthTracker, type HealthView } from "./routing/health.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
+import { createTlsPolicy } from "./tls/policy.js";
+import type { TlsDescription } from "./tls/tls.js";
 import { Connector } from "./transport/connector.js";
+import { createEgressGuard } from "./transport/egress.js";
 import { createGrpcTransport, type MeshGrpc } from "./transport/grpc/grpc.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
 import type { HttpRoutes } from "./transport/http/routes.js";
@@ -108,6 +111,10 @@ export interface MeshDescription {
   readonly backends: readonly string[];
   /** Every service the mesh has resolved so far. */
   readonly services: readonly ServiceDescription[];
+  /** Mutual TLS: the mode, each certificate with its not-after, the last refused rotation. */
+  readonly tls: TlsDescription;
+  /** The egress rules in force, in the order they apply. */
+  readonly egress: readonly string[];
 }
 
 /** An in-process service mesh. Created by {@link createMesh}. */
@@ -213,10 +220,18 @@ export function createMesh(options: MeshOptions = {}): Mesh {
 
   // One connector opens every connection to an endpoint.
   const a = config.agent;
-  const connector = new Connector({ timeout: a.connectTimeout, maxCachedSessions: a.maxCachedSessions });
+  const tls = createTlsPolicy(config.tls);
+  const egress = createEgressGuard(config.egress.options, config.egress.source);
+  const connector = new Connector({
+    timeout: a.connectTimeout,
+    maxCachedSessions: a.maxCachedSessions,
+    egress,
+    tls,
+  });
   const routes: HttpRoutes = {
     policy,
     connections: connector,
+    tls,
     get closed() {
       return registry.closed;
     },
@@ -274,8 +289,14 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     };
   };
 
-  // gRPC (transport/grpc/): the same balancers, health and policy behind meshlink:// targets.
-  const grpc = createGrpcTransport({ policy, balancerFor: balancer, closed: () => registry.closed });
+  // gRPC (transport/grpc/): the same balancers, health, policy, TLS and egress behind meshlink:// targets.
+  const grpc = createGrpcTransport({
+    policy,
+    balancerFor: balancer,
+    closed: () => registry.closed,
+    tls,
+    egress,
+  });
 
   let closing: Promise<void> | undefined;
 
@@ -287,7 +308,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       let options: RequestInit = fetchInit;
       if (init !== undefined) {
         // Not `{ ...init, dispatcher }`: a spread followed by a new field
-        // takes V8's slow path, 1 µs a call; this costs a tenth.
+        // takes V8's slow path (docs/performance.md, F2).
         options = Object.assign({}, init);
         (options as { dispatcher?: Dispatcher }).dispatcher = explicitDispatcher;
       }
@@ -320,6 +341,8 @@ export function createMesh(options: MeshOptions = {}): Mesh {
         locality: { region: config.region, zone: config.zone, failover: config.failover },
         backends: backends.map((b) => b.name),
         services: [...balancers.values()].map(describeService),
+        tls: tls.describe(),
+        egress: egress.rules,
       };
     },
     close() {
@@ -331,6 +354,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
         // (closing would wait for their connect timeout).
         await policy.drained();
         for (const b of balancers.values()) b.close();
+        tls.close();
         await agent.destroy();
       })();
       return closing;

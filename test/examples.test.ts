@@ -16,6 +16,11 @@ const expected: Record<string, RegExp[]> = {
     /0 failed, 0% served in us-east-1/,
     /all calls home again/,
   ],
+  "mtls.ts": [
+    /carried over mTLS: \{\s*served_by: 'payments'/,
+    /impostor refused: east\/127\.0\.0\.1:\d+ MESHLINK_ERR_TLS_IDENTITY/,
+    /a new connection presents: URI:spiffe:\/\/cluster\.local\/ns\/default\/sa\/checkout-v2/,
+  ],
   "wrap-fetch.ts": [/served_by: 'inventory in us-west-2'/, /served_by: 'a host outside the mesh'/],
 };
 

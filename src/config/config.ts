@@ -11,6 +11,8 @@
 import { z } from "zod";
 import type { DiscoveryBackend } from "../discovery/discovery.js";
 import { ConfigError } from "../errors.js";
+import { type ResolvedTls, resolveTlsOptions, type TlsOptions } from "../tls/options.js";
+import { type EgressOptions, egressOptionsSchema } from "../transport/egress.js";
 import { parseConfigText, readConfigText } from "./file.js";
 import {
   LOCALITY,
@@ -82,6 +84,18 @@ export interface MeshOptions {
    * service for the life of the mesh; otherwise at least 1 000.
    */
   serviceIdleTimeout?: number;
+  /**
+   * Mutual TLS: mode, trust bundles, client certificate and key (paths or
+   * PEM), identity checks; the environment (`MESHLINK_TLS_*`) fills in.
+   * See docs/security.md.
+   */
+  tls?: TlsOptions;
+  /**
+   * The egress guard: CIDR ranges an endpoint address must not (`deny`) or
+   * must (`allow`) be in, whatever discovery says. Link-local (cloud
+   * metadata) and unspecified addresses are denied by default.
+   */
+  egress?: EgressOptions;
   /** Path of a JSON or YAML config file; default `MESHLINK_CONFIG`. */
   config?: string;
   /** The environment to read; default `process.env`. */
@@ -135,6 +149,15 @@ export interface ResolvedConfig {
   };
   /** How long an uncalled service is kept, ms; 0: for ever. */
   readonly serviceIdleTimeout: number;
+  /** TLS settings and the material read at start-up. */
+  readonly tls: ResolvedTls;
+  /** The egress rules, and where they were written (for errors). */
+  readonly egress: {
+    /** The rules as given. */
+    readonly options: EgressOptions;
+    /** Where they were written: `egress`, or `<file>: egress`. */
+    readonly source: string;
+  };
 }
 
 /** @internal The defaults of `agent`: undici's own. */
@@ -179,6 +202,9 @@ const shared = {
   settleTimeout: z.number().int().positive().optional(),
   agent: agentSchema.optional(),
   serviceIdleTimeout: serviceIdleTimeoutSchema.optional(),
+  // Checked, with their own redaction, by resolveTlsOptions and createEgressGuard.
+  tls: z.unknown().optional(),
+  egress: z.unknown().optional(),
 };
 
 // Discovery entries are checked by `backendSpecsOf`, on the raw values: a
@@ -319,5 +345,15 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
     settleTimeout: opts.settleTimeout ?? file?.settleTimeout ?? 5_000,
     agent: Object.freeze(merge<ResolvedConfig["agent"]>(AGENT_DEFAULTS, file?.agent, opts.agent)),
     serviceIdleTimeout: opts.serviceIdleTimeout ?? file?.serviceIdleTimeout ?? SERVICE_IDLE_TIMEOUT_DEFAULT,
+    tls: resolveTlsOptions(opts.tls as TlsOptions | undefined, env, file?.tls, file?.path ?? ENV.CONFIG),
+    egress:
+      opts.egress !== undefined
+        ? { options: parseOptions(egressOptionsSchema, opts.egress, "egress."), source: "egress" }
+        : file?.egress !== undefined
+          ? {
+              options: parseOptions(egressOptionsSchema, file.egress, `${file.path}: egress.`),
+              source: `${file.path}: egress`,
+            }
+          : { options: {}, source: "egress" },
   };
 }

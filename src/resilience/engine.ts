@@ -240,6 +240,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   #nextDelay = 0;
   #counted = false;
   #responded = false;
+  #tlsFailed = false;
 
   constructor(route: ServiceRoute, policy: CallPolicy) {
     this.route = route;
@@ -423,7 +424,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /** The other attempt of a hedge race, still waiting for its response. */
   #racing(a: A): boolean {
     const other = a === this.#current ? this.#other : this.#current;
-    return other !== undefined && other.live && other.abandoned === null;
+    return other?.live === true && other.abandoned === null;
   }
 
   #win(a: A): void {
@@ -450,11 +451,17 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     if (now >= this.deadlineAt || !this.resendable()) return undefined;
     // A connection that failed, broke or went silent points at the network or
     // the whole cluster as much as at the host: retry in another cluster if possible.
+    if (kind === "tls") this.#tlsFailed = true;
     if (kind === "connect" || kind === "reset" || kind === "timeout") {
       const bad = (this.#badClusters ??= []);
       if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
     }
-    const next = this.pickEndpoint({ exclude: this.#triedIds(), avoidClusters: this.#badClusters });
+    // An endpoint that failed the TLS identity or certificate check is never tried again by this call.
+    const next = this.pickEndpoint({
+      exclude: this.#triedIds(),
+      avoidClusters: this.#badClusters,
+      hard: kind === "tls" || this.#tlsFailed,
+    });
     if (next === undefined) return undefined;
     if (kind === "stale") {
       this.#stale++;
@@ -691,7 +698,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
       return;
     }
     this.#drop(a);
-    if (kind !== "other") {
+    if (kind !== "other" && kind !== "tls") {
       if (!a.started) kind = "connect";
       else if (kind === "connect") kind = "reset";
     }
@@ -710,7 +717,10 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
         this.noteRetry(a, kind, next);
         // Nothing reached the server after a connect or stale-connection
         // failure: resend at once (Finagle's requeue); else back off.
-        const delay = kind === "connect" || kind === "stale" ? 0 : this.policy.backoff(this.#retries + 1);
+        const delay =
+          kind === "connect" || kind === "stale" || kind === "tls"
+            ? 0
+            : this.policy.backoff(this.#retries + 1);
         this.#retry(next, delay, now);
         return;
       }

@@ -88,6 +88,12 @@ export type FailureKind =
    * when the request may be sent again.
    */
   | "stale"
+  /**
+   * The TLS handshake refused the server (another identity than expected, an
+   * untrusted or expired certificate): nothing was written, any method may
+   * retry, but never on the same endpoint.
+   */
+  | "tls"
   /** The connection broke before a response: the server may have seen the request. */
   | "reset"
   /** No response headers within the per-try timeout. */
@@ -129,6 +135,8 @@ export function classifyError(err: unknown): FailureKind {
   if (CONNECT_CODES.has(code)) return "connect";
   if (RESET_CODES.has(code)) return "reset";
   if (TIMEOUT_CODES.has(code)) return "timeout";
+  // A TLS handshake that failed (a server that does not speak TLS, no shared cipher): no request was sent.
+  if (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_")) return "connect";
   // llhttp's parse errors (HPE_INVALID_CONSTANT, HPE_INVALID_HEADER_TOKEN, …) and their kin.
   if (PROTOCOL_CODES.has(code) || code.startsWith("HPE_") || e?.name === "HTTPParserError") return "protocol";
   return "other";
@@ -282,7 +290,7 @@ export class CallPolicy {
    */
   mayRetry(kind: FailureKind | "status", idempotent: boolean, attempt: number): boolean {
     if (attempt >= this.attempts) return false;
-    if (kind === "connect") return true;
+    if (kind === "connect" || kind === "tls") return true;
     if (kind === "other") return false;
     return idempotent;
   }

@@ -15,14 +15,10 @@
 import type { Socket } from "node:net";
 import { buildConnector } from "undici";
 import { monotonicNow } from "../clock.js";
-import type { Endpoint } from "../discovery/endpoint.js";
-
-/**
- * An egress rule: returns the error to fail the connection with when an
- * address may not be connected to (it names the address and the rule), or
- * undefined when it may.
- */
-export type EgressCheck = (address: string) => Error | undefined;
+import { hostPort } from "../discovery/endpoint.js";
+import { EgressDeniedError } from "../errors.js";
+import type { TlsConnectOptions, TlsPolicy, TlsTarget } from "../tls/tls.js";
+import { type EgressGuard, guardedLookup } from "./egress.js";
 
 /** Options of {@link Connector}. */
 export interface ConnectorOptions {
@@ -30,8 +26,10 @@ export interface ConnectorOptions {
   timeout?: number;
   /** TLS sessions kept for resumption; default 100 (undici's). */
   maxCachedSessions?: number;
-  /** The egress rule; default none. */
-  egress?: EgressCheck | undefined;
+  /** The egress guard; default none. */
+  egress?: EgressGuard | undefined;
+  /** The TLS policy for `https:` origins (mesh TLS, or an `https://` URL); default Node's own TLS. */
+  tls?: TlsPolicy | undefined;
 }
 
 /** Set on a socket's errors: when the socket was connected (connector clock). */
@@ -52,26 +50,46 @@ interface SocketInfo {
 export class Connector {
   /** The undici connector function. */
   readonly connect: buildConnector.connector;
-  readonly #endpoints = new Map<string, Endpoint>();
+  /** What each `https:` origin is: the endpoint, its service and the server name. */
+  readonly #targets = new Map<string, TlsTarget>();
+  /** One undici connector per TLS options object: its session cache is then per material version and identity. */
+  readonly #tlsConnectors = new WeakMap<TlsConnectOptions, buildConnector.connector>();
   /** Live connections by local address and port, with when each was made. */
   readonly #connectedAt = new Map<string, number>();
 
   constructor(options: ConnectorOptions = {}) {
-    const base = buildConnector({
-      timeout: options.timeout ?? 10_000,
-      maxCachedSessions: options.maxCachedSessions ?? 100,
-      keepAlive: true,
-    });
-    const egress = options.egress;
+    const timeout = options.timeout ?? 10_000;
+    const maxCachedSessions = options.maxCachedSessions ?? 100;
+    const guard = options.egress;
+    // A host name (an FQDN endpoint) is checked address by address as it resolves.
+    const lookup = guard === undefined ? undefined : guardedLookup(guard);
+    const common = { timeout, maxCachedSessions, keepAlive: true, ...(lookup && { lookup }) };
+    const base = buildConnector(common);
+    const tls = options.tls;
     this.connect = (opts, callback) => {
       const host = opts.hostname;
       const address = host.startsWith("[") ? host.slice(1, -1) : host;
-      const denied = egress?.(address);
-      if (denied !== undefined) {
-        (callback as ConnectCallback)(denied, null);
+      const violation = guard?.check(address);
+      if (violation !== undefined) {
+        // undici expects its connect callback later, never within the call.
+        const err = new EgressDeniedError(violation.address, violation.rule);
+        queueMicrotask(() => (callback as ConnectCallback)(err, null));
         return;
       }
-      base(opts, (err, socket) => {
+      let connector = base;
+      if (tls !== undefined && opts.protocol === "https:") {
+        const target = this.#targets.get(`https://${host}:${opts.port || 443}`);
+        if (target !== undefined) {
+          const o = tls.connectOptions(target);
+          let c = this.#tlsConnectors.get(o);
+          if (c === undefined) {
+            c = buildConnector({ ...common, ...o } as buildConnector.BuildOptions);
+            this.#tlsConnectors.set(o, c);
+          }
+          connector = c;
+        }
+      }
+      connector(opts, (err, socket) => {
         if (err !== null || socket === null) {
           (callback as ConnectCallback)(err, null);
           return;
@@ -82,19 +100,13 @@ export class Connector {
     };
   }
 
-  /** Records that `origin` (`http://10.0.1.7:8080`) is this endpoint. */
-  register(origin: string, endpoint: Endpoint): void {
-    this.#endpoints.set(origin, endpoint);
-  }
-
-  /** The endpoint an origin was registered for, if any. */
-  endpointOf(origin: string): Endpoint | undefined {
-    return this.#endpoints.get(origin);
-  }
-
-  /** Forgets the origins of endpoints no longer in use. */
-  unregister(origin: string): void {
-    this.#endpoints.delete(origin);
+  /**
+   * Records what an `https:` origin is (its endpoint, service and server
+   * name), so that its connections get the endpoint's trust bundle and
+   * identity check. The origin is `https://<address>:<port>`.
+   */
+  register(target: TlsTarget): void {
+    this.#targets.set(`https://${hostPort(target.endpoint.address, target.endpoint.port)}`, target);
   }
 
   /**

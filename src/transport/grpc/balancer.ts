@@ -17,20 +17,18 @@
 
 import type { ChannelOptions, experimental } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
-import { MeshClosedError } from "../../errors.js";
+import { EgressDeniedError, MeshClosedError } from "../../errors.js";
 import { noEndpointError } from "../../resilience/engine.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { Balancer } from "../../routing/router.js";
 import type { Subscription } from "../../subscription.js";
 import type { ConnectivityView, ServiceBinding } from "./binding.js";
+import { ENDPOINT_OPTION } from "./connections.js";
 import { CONNECTING, type GrpcKit, IDLE, PICK_COMPLETE, READY, TRANSIENT_FAILURE } from "./kit.js";
 import { MeshPicker, type PickEntry, type PickerHost } from "./picker.js";
 import { BINDING_ATTRIBUTE } from "./resolver.js";
 import { Status } from "./status.js";
 import { SCHEME } from "./target.js";
-
-/** The subchannel option that tells meshlink's credentials which endpoint a connection is for. */
-export const ENDPOINT_OPTION = "meshlink.endpoint";
 
 type LoadBalancerConstructor = Parameters<typeof experimental.registerLoadBalancerType>[1];
 type ConfigConstructor = Parameters<typeof experimental.registerLoadBalancerType>[2];
@@ -51,6 +49,8 @@ class MeshLbConfig implements experimental.TypedLoadBalancingConfig {
 /** One endpoint's subchannel, with its two pick results made once. */
 class Entry implements PickEntry {
   endpoint: Endpoint;
+  /** The endpoint as the subchannel was made for it (its options carry this object). */
+  readonly connectsAs: Endpoint;
   readonly sub: experimental.SubchannelInterface | undefined;
   readonly denied: Error | undefined;
   error: string | undefined = undefined;
@@ -67,6 +67,7 @@ class Entry implements PickEntry {
     lb: EntryHost,
   ) {
     this.endpoint = endpoint;
+    this.connectsAs = endpoint;
     this.sub = sub;
     this.denied = denied;
     this.complete = {
@@ -302,8 +303,9 @@ export function loadBalancerTypes(kit: GrpcKit): {
     }
 
     #create(binding: ServiceBinding, e: Endpoint): Entry {
-      const denied = binding.host.egress?.(e.address);
-      if (denied !== undefined) return new Entry(e, undefined, denied, this);
+      // An address the egress guard refuses gets no subchannel (a host name is checked once resolved, by the credentials).
+      const v = binding.host.egress?.check(e.address);
+      if (v !== undefined) return new Entry(e, undefined, new EgressDeniedError(v.address, v.rule), this);
       const sub = this.#helper.createSubchannel(
         { host: e.address, port: e.port },
         { ...this.#args, [ENDPOINT_OPTION]: e },

@@ -16,7 +16,7 @@ import type { ServiceRoute } from "../../resilience/engine.js";
 import type { CallPolicy, ServiceCallState } from "../../resilience/policy.js";
 import type { TimerWheel } from "../../resilience/timer.js";
 import type { Balancer, PickConstraints } from "../../routing/router.js";
-import type { EgressCheck } from "../connector.js";
+import type { EgressGuard } from "../egress.js";
 import { IDLE, READY } from "./kit.js";
 
 /** A mesh as its gRPC transport sees it. The façade implements it. */
@@ -29,8 +29,8 @@ export interface GrpcMeshHost {
   readonly closed: boolean;
   /** The wheel for deadlines, per-try timeouts, back-off and hedge delays. */
   readonly timers: TimerWheel;
-  /** The egress rule: an endpoint it denies gets no subchannel. */
-  readonly egress: EgressCheck | undefined;
+  /** The egress guard: an address it refuses gets no subchannel, and no connection. */
+  readonly egress: EgressGuard | undefined;
   /** The balancer of a service (a gRPC target always names a mesh service). */
   balancerFor(name: ServiceName): Balancer;
 }

@@ -26,6 +26,7 @@ import type { FailureKind } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { PickConstraints } from "../../routing/router.js";
 import { Attr } from "../../telemetry/tracing.js";
+import { classifyTlsRejection } from "../../tls/identity.js";
 import { parseHedge } from "../http/headers.js";
 import type { ServiceBinding } from "./binding.js";
 import type { MeshClientCall } from "./interceptor.js";
@@ -191,8 +192,10 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
       this.attemptFailed(a, new GrpcStatusError(status), "other");
       return;
     }
-    // A leg its picker failed never reached a server: the picker's reason is the record.
+    // A leg its picker failed never reached a server: the picker's reason is the record,
+    // and a refused server certificate is never tried again by this call.
     const err = a.leg?.failure ?? new GrpcStatusError(status);
-    this.attemptFailed(a, err, a.started ? "reset" : "connect");
+    if (!a.started && classifyTlsRejection(err) !== undefined) this.attemptFailed(a, err, "tls");
+    else this.attemptFailed(a, err, a.started ? "reset" : "connect");
   }
 }

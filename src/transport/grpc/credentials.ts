@@ -13,7 +13,10 @@
  *
  * The TLS material comes from a {@link GrpcTlsPolicy}: the mesh's TLS
  * policy fits that shape as it is; a `{ secureContext(cluster) }` provider
- * or plain `{ ca, cert, key }` PEM are adapted to it.
+ * or plain `{ ca, cert, key }` PEM are adapted to it. Without TLS the
+ * connections are plaintext, but still meshlink's: the egress guard checks
+ * the address each connection reached (a host name is only known to be
+ * allowed once resolved).
  *
  * @module
  */
@@ -30,9 +33,11 @@ import {
 import type { CallCredentials, ChannelCredentials, ChannelOptions, experimental } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { ServiceName } from "../../discovery/names.js";
-import { ConfigError } from "../../errors.js";
+import { ConfigError, EgressDeniedError } from "../../errors.js";
 import type { Subscription } from "../../subscription.js";
-import { ENDPOINT_OPTION } from "./balancer.js";
+import { verifyIdentity } from "../../tls/identity.js";
+import type { EgressGuard } from "../egress.js";
+import { ENDPOINT_OPTION, recordConnectError } from "./connections.js";
 import type { GrpcKit } from "./kit.js";
 import { serviceOfPath } from "./target.js";
 
@@ -92,15 +97,6 @@ export interface GrpcTlsMaterial {
 /** Anything {@link MeshGrpc.credentials} takes TLS from. */
 export type GrpcTlsSource = GrpcTlsPolicy | SecureContextProvider | GrpcTlsMaterial;
 
-/** The URI SANs of a certificate. */
-function uriSans(cert: PeerCertificate): string[] {
-  const alt = cert.subjectaltname ?? "";
-  return alt
-    .split(/,\s*/)
-    .filter((s) => s.startsWith("URI:"))
-    .map((s) => s.slice(4));
-}
-
 /**
  * Checks a server: its URI SAN must be the endpoint's expected identity
  * (a SPIFFE ID) when discovery gave one, else its certificate must name
@@ -109,12 +105,7 @@ function uriSans(cert: PeerCertificate): string[] {
 function verifyServer(target: GrpcTlsTarget, cert: PeerCertificate): Error | undefined {
   const expected = target.endpoint.identity;
   if (expected === undefined) return checkServerIdentity(target.servername, cert);
-  if (uriSans(cert).includes(expected)) return undefined;
-  const err = new Error(
-    `server identity of ${target.endpoint.id} is not ${expected} (presented: ${uriSans(cert).join(", ") || "none"})`,
-  ) as Error & { code: string };
-  err.code = "ERR_TLS_CERT_ALTNAME_INVALID";
-  return err;
+  return verifyIdentity(expected, cert, "spiffe");
 }
 
 /** A policy over a context provider: every connection is mutual TLS with the endpoint's cluster context. */
@@ -160,32 +151,51 @@ export function tlsPolicyOf(source: GrpcTlsSource): GrpcTlsPolicy {
 }
 
 type SecureConnector = experimental.SecureConnector;
-type CredentialsClass = new (policy: GrpcTlsPolicy) => ChannelCredentials;
+type CredentialsClass = new (
+  policy: GrpcTlsPolicy | undefined,
+  egress: EgressGuard | undefined,
+) => ChannelCredentials;
 
 const classes = new WeakMap<GrpcKit, CredentialsClass>();
 
-/** meshlink's channel credentials on one grpc-js module, over a TLS policy. */
-export function meshCredentials(kit: GrpcKit, policy: GrpcTlsPolicy): ChannelCredentials {
+/**
+ * meshlink's channel credentials on one grpc-js module: TLS as `policy`
+ * says per endpoint (none without a policy), the egress guard on every
+ * connection.
+ */
+export function meshCredentials(
+  kit: GrpcKit,
+  policy: GrpcTlsPolicy | undefined,
+  egress: EgressGuard | undefined,
+): ChannelCredentials {
   let Class = classes.get(kit);
   if (Class === undefined) {
     Class = credentialsClass(kit);
     classes.set(kit, Class);
   }
-  return new Class(policy);
+  return new Class(policy?.mode === "disable" ? undefined : policy, egress);
 }
 
 function credentialsClass(kit: GrpcKit): CredentialsClass {
   const grpc = kit.grpc;
   return class MeshChannelCredentials extends grpc.ChannelCredentials {
-    readonly #policy: GrpcTlsPolicy;
+    readonly #policy: GrpcTlsPolicy | undefined;
+    readonly #egress: EgressGuard | undefined;
 
-    constructor(policy: GrpcTlsPolicy) {
+    constructor(policy: GrpcTlsPolicy | undefined, egress: EgressGuard | undefined) {
       super();
       this.#policy = policy;
+      this.#egress = egress;
+    }
+
+    /** Call credentials (tokens) would go out in plaintext without TLS: refused, as grpc-js refuses them on insecure credentials. */
+    override compose(callCredentials: CallCredentials): ChannelCredentials {
+      if (this.#policy === undefined) throw new Error("Cannot compose insecure credentials");
+      return super.compose(callCredentials);
     }
 
     _isSecure(): boolean {
-      return true;
+      return this.#policy !== undefined;
     }
 
     _equals(other: ChannelCredentials): boolean {
@@ -198,11 +208,12 @@ function credentialsClass(kit: GrpcKit): CredentialsClass {
       callCredentials?: CallCredentials,
     ): SecureConnector {
       const policy = this.#policy;
+      const egress = this.#egress;
       const endpoint = options[ENDPOINT_OPTION] as Endpoint | undefined;
       const service = serviceOfPath(target.path);
       const creds = callCredentials ?? grpc.credentials.createEmpty();
       return {
-        connect: (socket) => connectTls(policy, endpoint, service, socket),
+        connect: (socket) => connect(policy, egress, endpoint, service, socket),
         waitForReady: () => Promise.resolve(),
         getCallCredentials: () => creds,
         destroy: () => {},
@@ -211,35 +222,49 @@ function credentialsClass(kit: GrpcKit): CredentialsClass {
   };
 }
 
-function connectTls(
-  policy: GrpcTlsPolicy,
+async function connect(
+  policy: GrpcTlsPolicy | undefined,
+  egress: EgressGuard | undefined,
   endpoint: Endpoint | undefined,
   service: ServiceName | undefined,
   socket: Socket,
 ): Promise<{ socket: Socket; secure: boolean }> {
-  return new Promise((resolve, reject) => {
+  try {
+    const violation = socket.remoteAddress === undefined ? undefined : egress?.check(socket.remoteAddress);
+    if (violation !== undefined) {
+      socket.destroy();
+      throw new EgressDeniedError(violation.address, violation.rule);
+    }
+    if (policy === undefined) return { socket, secure: false };
     if (endpoint === undefined || service === undefined) {
-      reject(new Error("meshlink credentials serve channels to meshlink:// targets only"));
-      return;
+      throw new Error("meshlink's TLS credentials serve channels to meshlink:// targets only");
     }
-    if (!policy.wantsTls(endpoint, "http:")) {
-      resolve({ socket, secure: false });
-      return;
-    }
-    let o: GrpcTlsConnectOptions;
-    try {
-      o = policy.connectOptions({ endpoint, service, servername: service.host });
-    } catch (err) {
-      reject(err);
-      return;
-    }
+    const connected = policy.wantsTls(endpoint, "http:")
+      ? {
+          socket: await connectTls(
+            policy.connectOptions({ endpoint, service, servername: service.host }),
+            socket,
+          ),
+          secure: true,
+        }
+      : { socket, secure: false };
+    recordConnectError(endpoint, undefined);
+    return connected;
+  } catch (err) {
+    if (endpoint !== undefined) recordConnectError(endpoint, err as Error);
+    throw err;
+  }
+}
+
+function connectTls(o: GrpcTlsConnectOptions, socket: Socket): Promise<Socket> {
+  return new Promise((resolve, reject) => {
     const rejectUnauthorized = o.rejectUnauthorized ?? true;
-    const onError = (err: Error) => reject(err);
     // Only the fields given: Node spreads the options over its defaults, and an undefined check would replace its own.
     const options: ConnectionOptions = { socket, rejectUnauthorized, ALPNProtocols: ["h2"] };
     if (o.secureContext !== undefined) options.secureContext = o.secureContext;
     if (o.checkServerIdentity !== undefined) options.checkServerIdentity = o.checkServerIdentity;
     if (o.servername !== undefined) options.servername = o.servername;
+    const onError = (err: Error) => reject(err);
     const tls = tlsConnect(options, () => {
       tls.removeListener("error", onError);
       if (rejectUnauthorized && !tls.authorized) {
@@ -247,7 +272,7 @@ function connectTls(
         tls.destroy();
         return;
       }
-      resolve({ socket: tls, secure: true });
+      resolve(tls);
     });
     tls.once("error", onError);
   });

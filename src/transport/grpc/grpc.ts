@@ -23,7 +23,7 @@ import { ConfigError } from "../../errors.js";
 import type { CallPolicy } from "../../resilience/policy.js";
 import { sharedTimerWheel, type TimerWheel } from "../../resilience/timer.js";
 import type { Balancer } from "../../routing/router.js";
-import type { EgressCheck } from "../connector.js";
+import type { EgressGuard } from "../egress.js";
 import type { GrpcMeshHost } from "./binding.js";
 import { type GrpcTlsPolicy, type GrpcTlsSource, meshCredentials, tlsPolicyOf } from "./credentials.js";
 import { type InterceptorHost, meshInterceptor } from "./interceptor.js";
@@ -81,9 +81,10 @@ export interface MeshGrpc {
   /** Imports `@grpc/grpc-js` and installs meshlink on it. */
   register(): Promise<void>;
   /**
-   * Channel credentials for mesh targets: insecure when the mesh has no
-   * TLS (or `disable` mode), else mutual TLS per connection from the mesh's
-   * material. `tls` overrides the mesh's: a TLS policy, a
+   * Channel credentials for mesh targets: mutual TLS per connection as the
+   * mesh's TLS mode says (each endpoint's cluster bundle and expected
+   * identity), plaintext in `disable` mode; the egress guard checks every
+   * connection. `tls` overrides the mesh's TLS: a TLS policy, a
    * `{ secureContext(cluster) }` provider, or `{ ca, cert, key }` PEM.
    *
    * @throws {@link ConfigError} before {@link MeshGrpc.register}, or for an unusable `tls`.
@@ -118,8 +119,8 @@ export interface GrpcTransportOptions {
   readonly timers?: TimerWheel | undefined;
   /** The mesh's TLS; default none (insecure credentials). */
   readonly tls?: GrpcTlsSource | undefined;
-  /** The egress rule; default none. */
-  readonly egress?: EgressCheck | undefined;
+  /** The egress guard; default none. */
+  readonly egress?: EgressGuard | undefined;
 }
 
 const IDEMPOTENT_LEVELS = new Set(["IDEMPOTENT", "NO_SIDE_EFFECTS"]);
@@ -129,7 +130,7 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
   readonly id: string;
   readonly policy: CallPolicy;
   readonly timers: TimerWheel;
-  readonly egress: EgressCheck | undefined;
+  readonly egress: EgressGuard | undefined;
   readonly #options: GrpcTransportOptions;
   readonly #idempotent = new Set<string>();
   readonly #tls: GrpcTlsPolicy | undefined;
@@ -198,16 +199,12 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
     if (tls !== undefined) {
       let c = this.#explicit.get(tls);
       if (c === undefined) {
-        c = meshCredentials(kit, tlsPolicyOf(tls));
+        c = meshCredentials(kit, tlsPolicyOf(tls), this.egress);
         this.#explicit.set(tls, c);
       }
       return c;
     }
-    const policy = this.#tls;
-    this.#credentials ??=
-      policy === undefined || policy.mode === "disable"
-        ? kit.grpc.credentials.createInsecure()
-        : meshCredentials(kit, policy);
+    this.#credentials ??= meshCredentials(kit, this.#tls, this.egress);
     return this.#credentials;
   }
 

@@ -21,6 +21,7 @@ import type { Endpoint } from "../../discovery/endpoint.js";
 import { MeshClosedError } from "../../errors.js";
 import { noEndpointError } from "../../resilience/engine.js";
 import type { ServiceBinding } from "./binding.js";
+import { lastConnectError } from "./connections.js";
 import {
   CONNECTING,
   type GrpcKit,
@@ -56,6 +57,8 @@ export interface PickedLeg {
 export interface PickEntry {
   /** The endpoint. */
   readonly endpoint: Endpoint;
+  /** The endpoint object its subchannel was made with (the key of its connection errors). */
+  readonly connectsAs: Endpoint;
   /** Its subchannel; undefined when the egress rule denies it one. */
   readonly sub: experimental.SubchannelInterface | undefined;
   /** The egress rule's refusal, when denied. */
@@ -147,7 +150,7 @@ export class MeshPicker implements experimental.Picker {
       }
       if (state === IDLE) this.#host.connect(target);
       if (state === IDLE || state === CONNECTING) return QUEUE;
-      failure = new ConnectFailedError(target, entry.error);
+      failure = lastConnectError(entry.connectsAs) ?? new ConnectFailedError(target, entry.error);
     }
     leg.failure = failure;
     return this.#drop(Status.UNAVAILABLE, failure.message);
@@ -171,8 +174,8 @@ export class MeshPicker implements experimental.Picker {
     if (state === READY) return entry.tracked;
     if (state === IDLE) this.#host.connect(e);
     if (state === IDLE || state === CONNECTING) return QUEUE;
-    const failure = new ConnectFailedError(e, entry.error);
-    this.#host.connectFailed(e, failure.code);
+    const failure = lastConnectError(entry.connectsAs) ?? new ConnectFailedError(e, entry.error);
+    this.#host.connectFailed(e, (failure as { code?: string }).code ?? failure.name);
     return this.#transientFailure(this.#status(Status.UNAVAILABLE, failure.message));
   }
 

@@ -45,6 +45,7 @@ import {
   startClientSpan,
   tracerRegistered,
 } from "../../telemetry/tracing.js";
+import { classifyTlsRejection } from "../../tls/identity.js";
 import { Attempt, type HttpAttempt, LegacyAttempt, type Socket } from "./attempt.js";
 import { bodyReusable, bodySent, wrapBody } from "./body.js";
 import {
@@ -321,6 +322,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
 
   /** @internal How an attempt's error reads: a reset on a reused connection before any response byte is `stale`. */
   classify(a: HttpAttempt, err: Error): FailureKind {
+    if (!a.started && classifyTlsRejection(err) !== undefined) return "tls";
     const kind = classifyError(err);
     if (kind === "reset" && a.started && !a.responded) {
       const connectedAt = this.#site.routes.connections?.connectedAt(err);

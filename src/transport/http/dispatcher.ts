@@ -1,7 +1,7 @@
 /**
  * `mesh.dispatcher`: an undici `Dispatcher` that routes requests to mesh
- * names through the mesh and hands every other request to its agent as it
- * came.
+ * names through the mesh and hands every other request to its pass-through
+ * agent as it came.
  *
  * Why not `agent.compose(meshInterceptor(…))`: undici's `compose()` wraps
  * every request's handler in a `WrapHandler` (the new handler API), and the
@@ -9,14 +9,12 @@
  * back into an `UnwrapHandler`. On the way, each response's raw header
  * buffers are parsed into an object and turned back into buffers (twice,
  * with the trailers), back-pressure goes through three controllers, and every
- * `dispatch` goes through a `Proxy` trap. Measured on undici 7.30 / Node 20
- * (`bench/http-overhead.ts`, docs/performance.md F1): a no-op interceptor
- * composed onto an `Agent` costs 6–8 µs of client CPU per request and
- * 12–16 % of requests per second — and every request to a host that is not a
- * mesh name pays it too once the mesh is the global dispatcher. A plain
- * `Dispatcher` subclass costs nothing measurable: undici's own verbs and
- * both `fetch`es speak the legacy API, so a call answers in that API and its
- * attempts reach the connection unwrapped.
+ * `dispatch` goes through a `Proxy` trap: more than meshlink itself costs
+ * per request, and every request to a host that is not a mesh name would pay
+ * it too once the mesh is the global dispatcher (docs/performance.md, F1,
+ * has the figures). A plain `Dispatcher` subclass costs nothing measurable:
+ * undici's own verbs and both `fetch`es speak the legacy API, so a call
+ * answers in that API and its attempts reach the connection unwrapped.
  *
  * @module
  */

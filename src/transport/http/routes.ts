@@ -13,6 +13,7 @@ import type { ServiceRoute } from "../../resilience/engine.js";
 import type { CallPolicy, ServiceCallState } from "../../resilience/policy.js";
 import { sharedTimerWheel, type TimerWheel } from "../../resilience/timer.js";
 import type { Balancer } from "../../routing/router.js";
+import type { TlsPolicy } from "../../tls/tls.js";
 import type { Connector } from "../connector.js";
 
 /** What the HTTP transport needs from the mesh. The façade implements it. */
@@ -32,6 +33,8 @@ export interface HttpRoutes {
   readonly timers?: TimerWheel | undefined;
   /** The connector that opens the attempts' connections: it knows each origin's endpoint and connection age. */
   readonly connections?: Connector | undefined;
+  /** Mesh TLS: which endpoints are called over TLS, whatever the URL's scheme. Default: `https:` URLs only. */
+  readonly tls?: TlsPolicy | undefined;
 }
 
 /** One origin that is a mesh name, resolved once and reused by every call to it. */
@@ -60,9 +63,11 @@ export class Route implements ServiceRoute {
    */
   readonly #origins = new WeakMap<Endpoint, string>();
   readonly #connector: Connector | undefined;
+  readonly #tls: TlsPolicy | undefined;
 
   constructor(name: ServiceName, balancer: Balancer, routes: HttpRoutes, url: URL) {
     this.#connector = routes.connections;
+    this.#tls = routes.tls;
     this.name = name;
     this.balancer = balancer;
     this.state = routes.policy.service(name.key, name.id);
@@ -73,13 +78,18 @@ export class Route implements ServiceRoute {
     this.servername = url.hostname;
   }
 
-  /** The origin (`http://10.0.1.7:8080`) to send an attempt to an endpoint to. */
+  /**
+   * The origin (`http://10.0.1.7:8080`) to send an attempt to an endpoint
+   * to: `https:` when the TLS policy wants TLS to it (in strict mode, an
+   * `http://` URL is carried over mutual TLS).
+   */
   originOf(endpoint: Endpoint): string {
     let origin = this.#origins.get(endpoint);
     if (origin === undefined) {
-      origin = `${this.protocol}//${hostPort(endpoint.address, endpoint.port)}`;
+      const secure = this.#tls?.wantsTls(endpoint, this.protocol) ?? this.protocol === "https:";
+      origin = `${secure ? "https:" : "http:"}//${hostPort(endpoint.address, endpoint.port)}`;
       this.#origins.set(endpoint, origin);
-      this.#connector?.register(origin, endpoint);
+      if (secure) this.#connector?.register({ endpoint, service: this.name, servername: this.servername });
     }
     return origin;
   }
@@ -111,7 +121,7 @@ export class RouteTable {
     }
     let route = this.#cache.get(origin);
     // A route of a forgotten service: look the name up again.
-    if (route != null && route.balancer.watch.closed) route = undefined;
+    if (route?.balancer.watch.closed) route = undefined;
     if (route === undefined) {
       route = this.#lookup(origin);
       // A short name that no backend claims yet may be claimed later: do not cache the miss.
