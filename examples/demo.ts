@@ -4,7 +4,8 @@
  *
  *   1. steady state: calls stay in the caller's region;
  *   2. the us-east-1 servers stop: calls move to us-west-2, none fails;
- *   3. they come back: calls return home.
+ *   3. they come back: calls return home once each home endpoint's ejection
+ *      ends (shortened to 1.5 s here; 30 s by default) and a probe succeeds.
  *
  * Traces: the demo registers the OpenTelemetry SDK, as an application would,
  * and shows for a sample call its span and the trace id the server received.
@@ -74,6 +75,7 @@ async function stop(pod: Pod): Promise<void> {
   await closed;
 }
 
+const EJECTION_MS = 1_500;
 const pods: Pod[] = [];
 for (const c of layout) {
   for (let i = 0; i < 2; i++) {
@@ -95,7 +97,11 @@ for (const c of layout) {
 
 // --- The mesh. Region and failover come from the environment, as in a deployment.
 process.env.MESHLINK_REGION ??= "us-east-1";
-process.env.MESHLINK_FAILOVER ??= "us-west-2,europe-west4";
+// The regions after the caller's own, which always comes first.
+process.env.MESHLINK_FAILOVER ??= layout
+  .map((c) => c.region)
+  .filter((r) => r !== process.env.MESHLINK_REGION)
+  .join(",");
 const mesh = createMesh({
   discovery: [
     staticDiscovery({
@@ -111,7 +117,7 @@ const mesh = createMesh({
     }),
   ],
   // Short ejections so that the demo shows the way home within seconds (the default is 30 s, as Envoy's).
-  outlierDetection: { baseEjectionTime: 1_500 },
+  outlierDetection: { baseEjectionTime: EJECTION_MS },
 });
 const URL = "http://orders.shop.svc.cluster.local:8080/api/orders";
 const home = mesh.config.region;
@@ -146,8 +152,8 @@ async function load(
   return tally;
 }
 
-function table(title: string, tally: Tally): void {
-  console.log(`\n${title}`);
+function table(title: string | undefined, tally: Tally): void {
+  if (title !== undefined) console.log(`\n${title}`);
   const rows = pods.map((p) => [
     p.cluster,
     p.region,
@@ -192,6 +198,10 @@ function showTrace(label: string): void {
 
 const started = performance.now();
 console.log(`meshlink demo: caller in ${home}, failover ${mesh.config.failover.join(" → ")}`);
+console.log(
+  `(an endpoint that fails is ejected for ${EJECTION_MS / 1000} s here, so that calls come home within seconds;` +
+    " the default is 30 s, as Envoy's: outlierDetection.baseEjectionTime)",
+);
 
 // Phase 1: steady state.
 table("1. steady state", await load(200));
@@ -212,26 +222,36 @@ for (const r of await mesh.resolve("orders.shop", 8080)) {
 // Phase 3: they come back; calls return home once their ejection ends and a probe succeeds.
 await Promise.all(homePods.map(listen));
 const back = performance.now();
-const phase3: Tally = { byPod: new Map(), failed: 0, calls: 0 };
+const returning: Tally = { byPod: new Map(), failed: 0, calls: 0 };
 let returnedAfter: number | undefined;
 while (performance.now() - back < 10_000) {
   const window = await load(40, 4);
-  for (const [pod, n] of window.byPod) phase3.byPod.set(pod, (phase3.byPod.get(pod) ?? 0) + n);
-  phase3.calls += window.calls;
-  phase3.failed += window.failed;
   const homeCalls = homePods.reduce((n, p) => n + (window.byPod.get(p.name) ?? 0), 0);
   if (homeCalls === window.calls) {
     returnedAfter = performance.now() - back;
     break;
   }
+  for (const [pod, n] of window.byPod) returning.byPod.set(pod, (returning.byPod.get(pod) ?? 0) + n);
+  returning.calls += window.calls;
+  returning.failed += window.failed;
   await new Promise((r) => setTimeout(r, 100));
 }
-table(`3. ${home} servers back`, phase3);
+const alreadyHome = homePods.reduce((n, p) => n + (returning.byPod.get(p.name) ?? 0), 0);
+console.log(`\n3. ${home} servers back`);
 console.log(
-  returnedAfter === undefined
-    ? "  calls did not return home within 10 s"
-    : `  all calls home again ${(returnedAfter / 1000).toFixed(1)} s after the servers came back`,
+  `  calls return as each home endpoint's ejection ends (${EJECTION_MS / 1000} s here) and a probe succeeds`,
 );
+console.log(
+  `  on the way back: ${returning.calls} calls, ${returning.failed} failed` +
+    ` (${returning.calls - alreadyHome} still served away, ${alreadyHome} already home)`,
+);
+if (returnedAfter === undefined) console.log("  calls did not return home within 10 s");
+else {
+  console.log(
+    `  all calls home again ${(returnedAfter / 1000).toFixed(1)} s after the servers came back; the next 200:`,
+  );
+  table(undefined, await load(200));
+}
 showTrace("home again");
 
 await mesh.close();

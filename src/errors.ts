@@ -157,7 +157,12 @@ export class DiscoveryError extends MeshError {
 }
 brand(DiscoveryError, ErrorCodes.DISCOVERY);
 
-/** No discovery backend knows the service. */
+/**
+ * No discovery backend lists an endpoint for the service: none knows it,
+ * or its endpoint list is empty (a static list `[]`, a DNS name with no
+ * address, a Kubernetes service with no pods) — backends report both the
+ * same way.
+ */
 export class ServiceNotFoundError extends MeshError {
   /** The service that was asked for. */
   readonly service: string;
@@ -165,7 +170,9 @@ export class ServiceNotFoundError extends MeshError {
   /** @internal */
   constructor(service: string, backends: readonly string[]) {
     super(
-      `service ${service} is not known to any discovery backend (asked: ${backends.join(", ") || "none configured"})`,
+      backends.length === 0
+        ? `no endpoints for ${service}: no discovery backend is configured (give createMesh a \`discovery\` list, or a config file through MESHLINK_CONFIG)`
+        : `no endpoints for ${service}: no discovery backend lists one (asked: ${backends.join(", ")}); the service is unknown to them or its endpoint list is empty`,
       ErrorCodes.SERVICE_NOT_FOUND,
     );
     this.name = "ServiceNotFoundError";
@@ -208,23 +215,65 @@ export class NoHealthyEndpointError extends MeshError {
 brand(NoHealthyEndpointError, ErrorCodes.NO_HEALTHY_ENDPOINT);
 
 /**
+ * Why a failed request was not sent again, when the request itself ruled a
+ * retry out: `not-idempotent` (a POST or PATCH whose bytes had reached the
+ * endpoint: it may have acted on them) or `marked-not-retryable` (the
+ * caller said so).
+ */
+export type NotRetriedReason = "not-idempotent" | "marked-not-retryable";
+
+/**
  * Every attempt of a call failed before a response arrived (connection
  * refused, reset, timeout) and no retry was left or allowed. `cause` is the
- * last attempt's error.
+ * last attempt's error. When the request itself ruled a retry out (a POST
+ * whose endpoint died after it was sent), `notRetried` says why and the
+ * message says how to mark the request retryable.
  */
 export class RequestFailedError extends MeshError {
   /** The service that was called. */
   readonly service: string;
   /** The endpoints this call tried, in order, and why each failed. */
   readonly tried: readonly AttemptRecord[];
+  /** Why the request was not sent again, when the request itself ruled it out; else undefined. */
+  readonly notRetried: NotRetriedReason | undefined;
+  /** The request's method, when `notRetried` is set. */
+  readonly method: string | undefined;
 
   /** @internal */
-  constructor(service: string, tried: readonly AttemptRecord[], options?: { cause?: unknown }) {
-    super(`request to ${service} failed: ${formatTried(tried)}`, ErrorCodes.REQUEST_FAILED, options);
+  constructor(
+    service: string,
+    tried: readonly AttemptRecord[],
+    options?: { cause?: unknown; notRetried?: NotRetriedReason | undefined; method?: string | undefined },
+  ) {
+    const notRetried = options?.notRetried;
+    const method = options?.method;
+    super(
+      `request to ${service} failed: ${formatTried(tried)}${notRetried === undefined ? "" : notRetriedText(notRetried, method ?? "request", tried)}`,
+      ErrorCodes.REQUEST_FAILED,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "RequestFailedError";
     this.service = service;
     this.tried = tried;
+    this.notRetried = notRetried;
+    this.method = notRetried === undefined ? undefined : method;
   }
+}
+
+/** The part of a {@link RequestFailedError}'s message that says why it was not retried and what to do. */
+function notRetriedText(reason: NotRetriedReason, method: string, tried: readonly AttemptRecord[]): string {
+  const last = tried[tried.length - 1]?.reason ?? "";
+  const what = /TIMEOUT|ETIMEDOUT/.test(last)
+    ? `the endpoint did not answer the ${method} in time`
+    : `the connection to the endpoint broke after the ${method} was sent`;
+  if (reason === "marked-not-retryable") {
+    return ` — ${what}; it was not sent again because it is marked not retryable`;
+  }
+  return (
+    ` — ${what}; it was not sent again because ${method} is not idempotent (the endpoint may have acted on it).` +
+    " If sending it twice is safe, mark it retryable: the option `meshlink: { retryable: true }`" +
+    " (undici dispatch options, or mesh.fetch's init) or the header `x-meshlink-retryable: true`"
+  );
 }
 brand(RequestFailedError, ErrorCodes.REQUEST_FAILED);
 
@@ -294,6 +343,40 @@ export class DeadlineExceededError extends MeshError {
 }
 brand(DeadlineExceededError, ErrorCodes.DEADLINE_EXCEEDED);
 
+/** The error class of each {@link ErrorCode}: what {@link isMeshError} narrows to. */
+export interface MeshErrorByCode {
+  /** Any meshlink error. */
+  [ErrorCodes.MESH]: MeshError;
+  /** A bad option, variable or file field. */
+  [ErrorCodes.CONFIG]: ConfigError;
+  /** A malformed service name. */
+  [ErrorCodes.SERVICE_NAME]: ServiceNameError;
+  /** A backend failed. */
+  [ErrorCodes.DISCOVERY]: DiscoveryError;
+  /** No backend knows the service. */
+  [ErrorCodes.SERVICE_NOT_FOUND]: ServiceNotFoundError;
+  /** No endpoint may be used. */
+  [ErrorCodes.NO_HEALTHY_ENDPOINT]: NoHealthyEndpointError;
+  /** Every attempt failed. */
+  [ErrorCodes.REQUEST_FAILED]: RequestFailedError;
+  /** The mesh is closed. */
+  [ErrorCodes.CLOSED]: MeshClosedError;
+  /** A bulkhead is full. */
+  [ErrorCodes.BULKHEAD_FULL]: BulkheadFullError;
+  /** The deadline passed. */
+  [ErrorCodes.DEADLINE_EXCEEDED]: DeadlineExceededError;
+  /** A bad endpoint address or port. */
+  [ErrorCodes.INVALID_ENDPOINT]: InvalidEndpointError;
+  /** A Kubernetes API server could not be used. */
+  [ErrorCodes.KUBERNETES]: KubernetesError;
+  /** The server presented another identity. */
+  [ErrorCodes.TLS_IDENTITY]: TlsIdentityError;
+  /** TLS material cannot be read, parsed or paired. */
+  [ErrorCodes.TLS_MATERIAL]: TlsMaterialError;
+  /** The egress guard refused the address. */
+  [ErrorCodes.EGRESS_DENIED]: EgressDeniedError;
+}
+
 /**
  * The server presented a certificate that chains to a trusted CA but names
  * another identity than the one expected for the endpoint: a SPIFFE ID
@@ -362,13 +445,17 @@ export class EgressDeniedError extends MeshError {
 brand(EgressDeniedError, ErrorCodes.EGRESS_DENIED);
 
 /**
- * True when `err` is a meshlink error, of the given code when one is given.
+ * True when `err` is a meshlink error, of the given code when one is given;
+ * with a code, it narrows `err` to that code's class (its fields included).
  *
  * @example
  * ```ts
- * if (isMeshError(err, ErrorCodes.CONFIG)) console.error(err.message)
+ * if (isMeshError(err, ErrorCodes.NO_HEALTHY_ENDPOINT)) console.error(err.tried)
  * ```
  */
+export function isMeshError<C extends ErrorCode>(err: unknown, code: C): err is MeshErrorByCode[C];
+/** True when `err` is a meshlink error. */
+export function isMeshError(err: unknown): err is MeshError;
 export function isMeshError(err: unknown, code?: ErrorCode): err is MeshError {
   return err instanceof MeshError && (code === undefined || err.code === code);
 }

@@ -13,6 +13,7 @@
 // Creating and using a mesh.
 export {
   type BackendSpec,
+  type ConfigWarning,
   ENV,
   type MeshOptions,
   type OutlierConfig,
@@ -76,7 +77,9 @@ export {
   type KubernetesErrorReason,
   MeshClosedError,
   MeshError,
+  type MeshErrorByCode,
   NoHealthyEndpointError,
+  type NotRetriedReason,
   RequestFailedError,
   ServiceNameError,
   ServiceNotFoundError,
@@ -86,11 +89,13 @@ export {
 export {
   createMesh,
   type EndpointDescription,
+  getGlobalDispatcher,
   type Mesh,
   type MeshDescription,
   type ResolvedEndpoint,
   type ServiceDescription,
   type SourceDescription,
+  setGlobalDispatcher,
 } from "./mesh.js";
 // Deadlines on the server side: read what the caller has left.
 export {
@@ -132,4 +137,10 @@ export {
   type MeshGrpc,
   type SecureContextProvider,
 } from "./transport/grpc/grpc.js";
-export { HEDGE_HEADER, RETRYABLE_HEADER } from "./transport/http/headers.js";
+export {
+  HEDGE_HEADER,
+  type MeshCallOptions,
+  type MeshDispatchOptions,
+  type MeshFetchInit,
+  RETRYABLE_HEADER,
+} from "./transport/http/headers.js";

@@ -6,7 +6,14 @@
  * @module
  */
 
-import { Agent, type Dispatcher } from "undici";
+import type { Agent as HttpAgent } from "node:http";
+import type { Agent as HttpsAgent } from "node:https";
+import {
+  Agent,
+  type Dispatcher,
+  getGlobalDispatcher as undiciGetGlobalDispatcher,
+  setGlobalDispatcher as undiciSetGlobalDispatcher,
+} from "undici";
 import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
 import { registerBuiltinDiscoveryKinds } from "./discovery/builtins.js";
 import type { ClusterStatus, DiscoveryBackend } from "./discovery/discovery.js";
@@ -23,7 +30,10 @@ import type { TlsDescription } from "./tls/tls.js";
 import { Connector } from "./transport/connector.js";
 import { createEgressGuard } from "./transport/egress.js";
 import { createGrpcTransport, type MeshGrpc } from "./transport/grpc/grpc.js";
+import type { HeaderControlsSwitch } from "./transport/http/call.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
+import { type MeshFetchInit, withCallOptions } from "./transport/http/headers.js";
+import { createNodeAgents, type NodeAgents } from "./transport/http/node-agent.js";
 import type { HttpRoutes } from "./transport/http/routes.js";
 
 /** One endpoint as `mesh.resolve` returns it: in the router's order, with health. */
@@ -126,8 +136,30 @@ export interface Mesh {
    * backend claims them (they could be public domains).
    */
   readonly dispatcher: Dispatcher;
-  /** A drop-in WHATWG `fetch` (the global `Request`/`Response`), through the mesh. */
-  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
+  /**
+   * A drop-in WHATWG `fetch` (the global `Request`/`Response`), through the
+   * mesh. `init.meshlink` takes per-call controls ({@link MeshCallOptions}):
+   * `retryable`, `hedge`, `deadline`.
+   */
+  fetch(input: string | URL | Request, init?: MeshFetchInit): Promise<Response>;
+  /**
+   * A `node:http` Agent for axios, got, node-fetch and other node:http
+   * clients (`http:` URLs): a mesh name goes to an endpoint the router
+   * picks, with connect-time failover to another endpoint and cluster and
+   * health reporting; any other host goes through as with Node's own Agent.
+   * It does not resend a request whose bytes were sent, nor hedge: for
+   * that, use {@link Mesh.fetch} or undici with {@link Mesh.dispatcher}.
+   * See docs/clients.md.
+   *
+   * @example
+   * ```ts
+   * await axios.get(url, { httpAgent: mesh.httpAgent, httpsAgent: mesh.httpsAgent, proxy: false });
+   * await got(url, { agent: { http: mesh.httpAgent, https: mesh.httpsAgent } });
+   * ```
+   */
+  readonly httpAgent: HttpAgent;
+  /** {@link Mesh.httpAgent} for `https:` URLs (Node wants an agent of the request's protocol). */
+  readonly httpsAgent: HttpsAgent;
   /**
    * Every known endpoint of a service, ejected ones too, with health, in the
    * router's order. Waits for discovery to answer.
@@ -178,6 +210,7 @@ function buildBackends(config: ResolvedConfig): DiscoveryBackend[] {
  */
 export function createMesh(options: MeshOptions = {}): Mesh {
   const config = resolveConfig(options);
+  for (const w of config.warnings) process.emitWarning(w.message, { type: "MeshlinkWarning", code: w.code });
   const backends = buildBackends(config);
   const routing = config.routing;
   const health = new HealthTracker({ ...config.outlierDetection, latencyDecay: routing.latencyDecay });
@@ -228,10 +261,11 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     egress,
     tls,
   });
-  const routes: HttpRoutes = {
+  const routes: HttpRoutes & HeaderControlsSwitch = {
     policy,
     connections: connector,
     tls,
+    headerControls: config.policy.headerControls !== false,
     get closed() {
       return registry.closed;
     },
@@ -257,6 +291,14 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   const dispatcher = new MeshDispatcher(routes, { agent, passthrough });
   const explicitDispatcher = new MeshDispatcher(routes, { agent, passthrough, explicit: true });
   const fetchInit = { dispatcher: explicitDispatcher } as unknown as RequestInit;
+  // node:http agents for axios, got and the like; made on first use.
+  let nodeAgents: NodeAgents | undefined;
+  const agents = (): NodeAgents =>
+    (nodeAgents ??= createNodeAgents(routes, {
+      connector,
+      keepAliveTimeout: a.keepAliveTimeout,
+      connectTimeout: a.connectTimeout,
+    }));
 
   const describeService = (b: Balancer): ServiceDescription => {
     const snapshot = b.watch.snapshot;
@@ -304,13 +346,21 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     dispatcher,
     config,
     grpc,
+    get httpAgent() {
+      return agents().http;
+    },
+    get httpsAgent() {
+      return agents().https;
+    },
     fetch(input, init) {
       let options: RequestInit = fetchInit;
       if (init !== undefined) {
         // Not `{ ...init, dispatcher }`: a spread followed by a new field
         // takes V8's slow path (docs/performance.md, F2).
         options = Object.assign({}, init);
-        (options as { dispatcher?: Dispatcher }).dispatcher = explicitDispatcher;
+        const controls = init.meshlink;
+        (options as { dispatcher?: unknown }).dispatcher =
+          controls === undefined ? explicitDispatcher : withCallOptions(explicitDispatcher, controls);
       }
       return globalThis.fetch(input, options);
     },
@@ -353,6 +403,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
         // destroy them, connections still being made to a dead host included
         // (closing would wait for their connect timeout).
         await policy.drained();
+        nodeAgents?.close();
         for (const b of balancers.values()) b.close();
         tls.close();
         await agent.destroy();
@@ -360,4 +411,30 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       return closing;
     },
   };
+}
+
+// --- undici's global dispatcher, from meshlink's own copy of undici (issue 14).
+
+/**
+ * Makes `dispatcher` undici's global dispatcher — the one Node's own
+ * `fetch` and every undici call without a `dispatcher` option use:
+ * `setGlobalDispatcher(mesh.dispatcher)`. It is undici's own function, from
+ * the undici meshlink depends on, so an application needs no undici of its
+ * own (one it installs must be a major that runs on its Node.js: undici 8
+ * needs Node.js 22.19). meshlink never calls it by itself.
+ *
+ * @example
+ * ```ts
+ * import { createMesh, setGlobalDispatcher } from "meshlink";
+ * setGlobalDispatcher(createMesh().dispatcher);
+ * await fetch("http://orders.shop.svc.cluster.local:8080/"); // through the mesh
+ * ```
+ */
+export function setGlobalDispatcher(dispatcher: Dispatcher): void {
+  undiciSetGlobalDispatcher(dispatcher);
+}
+
+/** undici's global dispatcher (see {@link setGlobalDispatcher}), to restore it later. */
+export function getGlobalDispatcher(): Dispatcher {
+  return undiciGetGlobalDispatcher();
 }

@@ -12,9 +12,11 @@ const examples = readdirSync(join(root, "examples")).filter((f) => f.endsWith(".
 // What each example must print to count as working; an example not listed must at least exit 0.
 const expected: Record<string, RegExp[]> = {
   "demo.ts": [
+    /ejected for 1\.5 s here.*the default is 30 s/,
     /0 failed, 100% served in us-east-1/,
     /0 failed, 0% served in us-east-1/,
-    /all calls home again/,
+    /on the way back: \d+ calls, 0 failed/,
+    /all calls home again .*\n(.*\n)* {2}200 calls, 0 failed, 100% served in us-east-1/,
   ],
   "mtls.ts": [
     /carried over mTLS: \{\s*served_by: 'payments'/,

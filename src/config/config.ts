@@ -49,7 +49,12 @@ export interface MeshOptions {
   zone?: string;
   /** Regions to fail over to, in order; default `MESHLINK_FAILOVER` (comma-separated). */
   failover?: string[];
-  /** Discovery backends; default the config file's `discovery` list. Several may serve one name: their endpoints merge. */
+  /**
+   * Discovery backends; default the config file's `discovery` list. Several
+   * may serve one name: their endpoints merge. Given here, they replace the
+   * config file's list (the two are not merged): describe every backend in
+   * one place.
+   */
   discovery?: DiscoveryBackend[];
   /** Attempts, per-try timeout and retryable statuses. */
   policy?: PolicyConfig;
@@ -158,6 +163,22 @@ export interface ResolvedConfig {
     /** Where they were written: `egress`, or `<file>: egress`. */
     readonly source: string;
   };
+  /**
+   * What looks wrong but is allowed: the caller's own region listed in
+   * `failover`, a zone that belongs to another region than `region`.
+   * `createMesh` emits each as a process warning.
+   */
+  readonly warnings: readonly ConfigWarning[];
+}
+
+/** A configuration that is allowed but probably not what was meant. */
+export interface ConfigWarning {
+  /** A stable code: `MESHLINK_W_FAILOVER_OWN_REGION`, `MESHLINK_W_ZONE_OUTSIDE_REGION`. */
+  readonly code: string;
+  /** The option, variable or file field it is about. */
+  readonly source: string;
+  /** What is wrong and what follows from it. */
+  readonly message: string;
 }
 
 /** @internal The defaults of `agent`: undici's own. */
@@ -332,10 +353,21 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
   const dup = failover.find((r, i) => failover.indexOf(r) !== i);
   if (dup !== undefined)
     throw new ConfigError("failover", failover, `region ${JSON.stringify(dup)} listed twice`);
+  const envZone = envLocality(env, ENV.ZONE, "zone");
+  const zone = opts.zone ?? envZone ?? file?.zone ?? "";
+  const sourceOf = (option: unknown, envValue: unknown, variable: string, field: string) =>
+    option !== undefined ? field : envValue !== undefined ? variable : `${file?.path}: ${field}`;
+  const warnings = localityWarnings(
+    region,
+    zone,
+    failover,
+    sourceOf(opts.failover, envFailover, ENV.FAILOVER, "failover"),
+    sourceOf(opts.zone, envZone, ENV.ZONE, "zone"),
+  );
 
   return {
     region,
-    zone: opts.zone ?? envLocality(env, ENV.ZONE, "zone") ?? file?.zone ?? "",
+    zone,
     failover,
     backends: opts.discovery ?? [],
     backendSpecs: opts.discovery ? [] : (file?.discovery ?? []),
@@ -355,5 +387,49 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
               source: `${file.path}: egress`,
             }
           : { options: {}, source: "egress" },
+    warnings,
   };
+}
+
+// --- Locality warnings (issue 14): allowed, but rarely what was meant.
+
+/**
+ * The region a zone name belongs to, when it has AWS's form (`us-east-1a`)
+ * or Google Cloud's (`europe-west4-a`). Azure's (`eastus-1`) reads like
+ * any `name-1`, so it is not guessed at.
+ */
+function regionOfZone(zone: string): string | undefined {
+  return /^([a-z]{2}(?:-[a-z]+)+-\d+)[a-z]$/.exec(zone)?.[1] ?? /^([a-z]+-[a-z]+\d+)-[a-z]$/.exec(zone)?.[1];
+}
+
+/** The caller's own region among its failover regions; a zone of another region than the caller's. */
+function localityWarnings(
+  region: string,
+  zone: string,
+  failover: readonly string[],
+  failoverSource: string,
+  zoneSource: string,
+): ConfigWarning[] {
+  const warnings: ConfigWarning[] = [];
+  if (region !== "" && failover.includes(region)) {
+    warnings.push({
+      code: "MESHLINK_W_FAILOVER_OWN_REGION",
+      source: failoverSource,
+      message:
+        `${failoverSource} lists ${region}, the caller's own region: the own region is always tried first ` +
+        "(after the own zone), so that entry does nothing. List only the regions to fail over to.",
+    });
+  }
+  const zoneRegion = regionOfZone(zone);
+  if (region !== "" && zoneRegion !== undefined && zoneRegion !== region && !zone.startsWith(region)) {
+    warnings.push({
+      code: "MESHLINK_W_ZONE_OUTSIDE_REGION",
+      source: zoneSource,
+      message:
+        `${zoneSource}=${zone} looks like a zone of ${zoneRegion}, not of the caller's region ${region}: ` +
+        "the zone tier holds only endpoints of the caller's region, so it stays empty and calls spread " +
+        "over the whole region. Check MESHLINK_REGION and MESHLINK_ZONE.",
+    });
+  }
+  return warnings;
 }

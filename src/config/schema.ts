@@ -21,6 +21,7 @@ export const policySchema: z.ZodType<PolicyConfig> = z.strictObject({
   retryOn: z.array(z.number().int().min(100).max(599)).optional(),
   deadline: z.number().int().positive().max(86_400_000).optional(),
   propagateDeadline: z.boolean().optional(),
+  headerControls: z.boolean().optional(),
   retryOnRateLimited: z.boolean().optional(),
   maxRetryAfter: z.number().int().min(0).max(3_600_000).optional(),
   backoff: z
@@ -115,6 +116,15 @@ export interface PolicyConfig {
   deadline?: number | undefined;
   /** Send `x-meshlink-timeout-ms` (the time left) with each attempt of a call that has a deadline or a configured per-try timeout; default true. */
   propagateDeadline?: boolean | undefined;
+  /**
+   * Read the per-request control headers (`x-meshlink-retryable`,
+   * `x-meshlink-hedge`, `x-meshlink-timeout-ms`) of outgoing requests;
+   * default true. Turn it off in a service that forwards its incoming
+   * headers, so that its callers cannot force resends of its POSTs: the
+   * headers are then stripped and ignored, and only the `meshlink` option
+   * in code sets these controls.
+   */
+  headerControls?: boolean | undefined;
   /** Retry a 429 after its `Retry-After`; default true. */
   retryOnRateLimited?: boolean | undefined;
   /** The longest `Retry-After` waited for, ms; default 10 000. */

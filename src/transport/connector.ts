@@ -78,7 +78,7 @@ export class Connector {
       }
       let connector = base;
       if (tls !== undefined && opts.protocol === "https:") {
-        const target = this.#targets.get(`https://${host}:${opts.port || 443}`);
+        const target = this.#targets.get(`https://${hostPort(address, Number(opts.port) || 443)}`);
         if (target !== undefined) {
           const o = tls.connectOptions(target);
           let c = this.#tlsConnectors.get(o);

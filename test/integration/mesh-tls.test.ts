@@ -2,6 +2,7 @@
 // its http:// URLs, the connector does the rest. Servers on 127.0.91.0/24.
 import { once } from "node:events";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { get as httpGet } from "node:http";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -87,6 +88,20 @@ describe("createMesh with tls strict mode from the environment", () => {
     expect(seen.cn).toBe("client");
     expect(seen.uris).toEqual(["spiffe://cluster.local/ns/default/sa/client"]);
     expect(mesh.describe().tls.mode).toBe("strict");
+  });
+
+  it("carries a node:http request through mesh.httpAgent over mutual TLS too", async () => {
+    const mesh = meshTo([{ address: good.address, port: good.port, cluster: "home", region: "home" }]);
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = httpGet(URL_, { agent: mesh.httpAgent }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (text += c));
+        res.on("end", () => resolve(text));
+      });
+      req.on("error", reject);
+    });
+    expect((JSON.parse(body) as { cn: string }).cn).toBe("client");
   });
 
   it("refuses a server with another identity, never retries it, and serves from the right one", async () => {

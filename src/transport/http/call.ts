@@ -22,7 +22,10 @@
  * non-idempotent request be retried, `x-meshlink-hedge: true | <ms> | p95 | false`
  * turns hedging on or off for the call, and `x-meshlink-timeout-ms: <ms>`
  * sets the call's deadline (the same header carries the time left to the
- * server).
+ * server). The same controls can be given in code, as the `meshlink`
+ * dispatch option ({@link MeshCallOptions}), which wins over the headers;
+ * and an application can turn the header controls off
+ * (`policy.headerControls: false`: the headers are then stripped and ignored).
  *
  * @module
  */
@@ -30,6 +33,7 @@
 import type { Span } from "@opentelemetry/api";
 import { type Dispatcher, errors } from "undici";
 import type { Endpoint } from "../../discovery/endpoint.js";
+import { ConfigError, RequestFailedError } from "../../errors.js";
 import { parseTimeoutHeader, TIMEOUT_HEADER } from "../../resilience/deadline.js";
 import { EngineCall } from "../../resilience/engine.js";
 import { classifyError, type FailureKind, isIdempotent } from "../../resilience/policy.js";
@@ -56,10 +60,12 @@ import {
   H_RETRYABLE,
   H_TIMEOUT,
   type Headers,
+  type MeshDispatchOptions,
   NO_HEADERS,
   parseFlag,
   parseHedge,
   type ResponseHeaders,
+  readCallOptions,
   scanHeaders,
   stripControls,
   withHeaders,
@@ -78,6 +84,15 @@ export interface CallSite {
   readonly routes: HttpRoutes;
   /** Dispatches one attempt: the agent's `dispatch`, or the next one of a `compose()` chain. */
   readonly dispatch: (opts: Dispatcher.DispatchOptions, handler: Handler) => boolean;
+}
+
+/**
+ * @internal The switch for header controls that the façade sets on its
+ * {@link HttpRoutes} (`headerControls: false` from `policy.headerControls`).
+ */
+export interface HeaderControlsSwitch {
+  /** false: meshlink's control headers are stripped and ignored. */
+  readonly headerControls?: boolean | undefined;
 }
 
 /**
@@ -140,8 +155,11 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   /** The headers without the timeout header, when a deadline is in force and propagated. */
   readonly #baseHeaders: Headers;
   #abortFn: ((reason?: Error) => void) | undefined;
-  /** Why undici would refuse the caller's (legacy) handler, if it would: the call then fails at once. */
-  readonly #invalid: string | undefined;
+  /**
+   * Why undici would refuse the caller's (legacy) handler, or why its
+   * `meshlink` option is bad, if either is: the call then fails at once.
+   */
+  readonly #invalid: string | Error | undefined;
   #paused = false;
 
   /** `legacy`: the handler speaks undici's legacy API (it has no `onRequestStart`). */
@@ -161,7 +179,9 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     const options = Object.assign(new AttemptOptions(), opts) as AttemptOptions;
     const method = options.method;
     const upgrade = options.upgrade;
-    this.#invalid = legacy ? invalidLegacyHandler(handler, upgrade, method) : undefined;
+    let invalid: string | Error | undefined = legacy
+      ? invalidLegacyHandler(handler, upgrade, method)
+      : undefined;
     let retryable = upgrade == null && method !== "CONNECT" && isIdempotent(method);
     const mask = scanHeaders(options.headers);
     let source = options.headers;
@@ -171,13 +191,28 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     let deadlineMs = policy.deadline;
     if ((mask & H_CONTROL) !== 0) {
       source = stripControls(source);
-      if (mask & H_RETRYABLE) retryable = upgrade == null && parseFlag(found.retryable, retryable);
-      if (mask & H_HEDGE) hedge = parseHedge(found.hedge, policy.hedging.delay ?? "p95");
-      if (mask & H_TIMEOUT) {
-        const ms = parseTimeoutHeader(found.timeout);
-        if (ms !== undefined) deadlineMs = Math.min(deadlineMs, ms);
+      // Off in a service that forwards its callers' headers, who must not force resends.
+      if ((site.routes as HeaderControlsSwitch).headerControls !== false) {
+        if (mask & H_RETRYABLE) retryable = upgrade == null && parseFlag(found.retryable, retryable);
+        if (mask & H_HEDGE) hedge = parseHedge(found.hedge, policy.hedging.delay ?? "p95");
+        if (mask & H_TIMEOUT) {
+          const ms = parseTimeoutHeader(found.timeout);
+          if (ms !== undefined) deadlineMs = Math.min(deadlineMs, ms);
+        }
       }
     }
+    // meshlink: per-call controls given in code, which win over headers. One property read when absent.
+    const given = (opts as MeshDispatchOptions).meshlink;
+    if (given !== undefined) {
+      const c = readCallOptions(given, policy.hedging.delay ?? "p95");
+      if (c instanceof ConfigError) invalid ??= c;
+      else {
+        if (c.retryable !== undefined) retryable = upgrade == null && method !== "CONNECT" && c.retryable;
+        if (c.hedge !== undefined) hedge = c.hedge === false ? undefined : c.hedge;
+        if (c.deadline !== undefined) deadlineMs = c.deadline;
+      }
+    }
+    this.#invalid = invalid;
     this.deadlineMs = deadlineMs;
     this.retryable = retryable;
     this.hedge = retryable && bodyReusable(options.body) ? hedge : undefined;
@@ -225,10 +260,15 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 
   override start(): void {
-    if (this.#invalid !== undefined) {
+    const invalid = this.#invalid;
+    if (invalid !== undefined) {
       this.finished = true;
       this.#span.end();
-      this.#handler.onError!(new errors.InvalidArgumentError(this.#invalid));
+      if (typeof invalid === "string") this.#handler.onError!(new errors.InvalidArgumentError(invalid));
+      else {
+        this.deliverStart();
+        this.deliverError(invalid);
+      }
       return;
     }
     super.start();
@@ -274,6 +314,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 
   protected deliverError(err: Error): void {
+    if (!this.retryable && this.winner === undefined) err = explainNotRetried(err, this.#options);
     if (this.#legacy) this.#handler.onError!(err);
     else this.#handler.onResponseError?.(this, err);
   }
@@ -424,15 +465,39 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     return this.abortReason;
   }
 
+  // Typed without `undefined`: the interface's optional property would put it in the emitted
+  // declaration, which then fails to type-check under `exactOptionalPropertyTypes`.
+
   /** The winning attempt's raw response headers, as undici's own controllers expose them. */
-  get rawHeaders(): Dispatcher.DispatchController["rawHeaders"] {
+  get rawHeaders(): NonNullable<Dispatcher.DispatchController["rawHeaders"]> | null {
     return (this.winner as Attempt | undefined)?.controller?.rawHeaders ?? null;
   }
 
   /** The winning attempt's raw trailers. */
-  get rawTrailers(): Dispatcher.DispatchController["rawTrailers"] {
+  get rawTrailers(): NonNullable<Dispatcher.DispatchController["rawTrailers"]> | null {
     return (this.winner as Attempt | undefined)?.controller?.rawTrailers ?? null;
   }
+}
+
+/**
+ * A {@link RequestFailedError} of a request that may not be resent, whose
+ * last attempt failed after its bytes went out (the endpoint died under a
+ * POST): the same error, saying why it was not retried and how to mark the
+ * request retryable. Any other error as it is.
+ */
+function explainNotRetried(err: Error, options: AttemptOptions): Error {
+  if (!(err instanceof RequestFailedError) || err.notRetried !== undefined) return err;
+  const method = options.method;
+  if (options.upgrade != null || method === "CONNECT") return err;
+  const cause = err.cause as { started?: unknown } | undefined;
+  const kind = classifyError(cause);
+  // A connection that was never made, or a per-try timeout while connecting, sent nothing.
+  if (kind === "connect" || kind === "other" || cause?.started === false) return err;
+  return new RequestFailedError(err.service, err.tried, {
+    cause: err.cause,
+    method,
+    notRetried: isIdempotent(method) ? "marked-not-retryable" : "not-idempotent",
+  });
 }
 
 /**

@@ -3,12 +3,14 @@
  * meshlink's headers to whichever shape undici was given (object, flat
  * list, pairs, iterable) at the least cost, finding the `Host` header and
  * meshlink's per-request control headers in one pass, and reading one
- * response header from raw buffers.
+ * response header from raw buffers. Also the same per-request controls
+ * given in code rather than as headers (the `meshlink` option).
  *
  * @module
  */
 
 import type { Dispatcher } from "undici";
+import { ConfigError } from "../../errors.js";
 import { TIMEOUT_HEADER } from "../../resilience/deadline.js";
 import type { HeaderList } from "../../telemetry/tracing.js";
 
@@ -178,4 +180,133 @@ export function parseHedge(value: string, fallback: number | "p95"): number | "p
   if (v === "p95") return "p95";
   if (/^\d+$/.test(v)) return Number(v);
   return fallback;
+}
+
+// Per-request controls given in code.
+
+/**
+ * Per-call controls given in code: the `meshlink` field of undici dispatch
+ * options (`undici.request`, `stream`, `pipeline`, a `dispatch` of your own
+ * through `mesh.dispatcher`) or of `mesh.fetch`'s init. They do what the
+ * `x-meshlink-retryable`, `x-meshlink-hedge` and `x-meshlink-timeout-ms`
+ * headers do, and win over them; unlike headers, nothing a caller's caller
+ * sends can set them (see the `headerControls` policy option).
+ *
+ * @example
+ * ```ts
+ * await mesh.fetch(url, { method: "POST", body, meshlink: { retryable: true, deadline: 2_000 } });
+ * // undici: spread it in, as its option types do not list `meshlink`
+ * await request(url, { dispatcher: mesh.dispatcher, method: "POST", body, ...{ meshlink: { retryable: true } } });
+ * ```
+ */
+export interface MeshCallOptions {
+  /**
+   * `true`: the request may be sent again after its bytes reached an
+   * endpoint (a POST known to be safe to repeat); `false`: never, even when
+   * idempotent. Default: idempotent methods only (GET, HEAD, OPTIONS, PUT,
+   * DELETE, TRACE).
+   */
+  retryable?: boolean | undefined;
+  /**
+   * Hedging for this call: `true` (the policy's `hedging.delay`, default
+   * `p95`), a delay in ms, `"p95"`, or `false` (off, even for a service
+   * hedged by default). Only retryable calls hedge.
+   */
+  hedge?: boolean | number | "p95" | undefined;
+  /**
+   * The call's deadline, in ms from dispatch, across attempts and until the
+   * response ends; replaces the policy's `deadline` for this call
+   * (`Infinity`: none).
+   */
+  deadline?: number | undefined;
+}
+
+/** undici dispatch options with meshlink's per-call controls. */
+export interface MeshDispatchOptions extends Dispatcher.DispatchOptions {
+  /** Per-call controls. */
+  meshlink?: MeshCallOptions | undefined;
+}
+
+/** `mesh.fetch`'s init: fetch's `RequestInit` with meshlink's per-call controls. */
+export interface MeshFetchInit extends RequestInit {
+  /** Per-call controls. */
+  meshlink?: MeshCallOptions | undefined;
+}
+
+/** @internal A call's controls as read from its `meshlink` option. */
+export interface CallControls {
+  /** undefined: not given. */
+  readonly retryable: boolean | undefined;
+  /** undefined: not given; false: off; else the delay. */
+  readonly hedge: number | "p95" | false | undefined;
+  /** undefined: not given; ms (`Infinity`: none). */
+  readonly deadline: number | undefined;
+}
+
+const CONTROL_KEYS = ["retryable", "hedge", "deadline"];
+
+/**
+ * @internal Reads a `meshlink` option (rare path: only when a caller gave
+ * one). A bad value is a {@link ConfigError} naming the field
+ * (`meshlink.deadline`) and the value; the call then fails with it.
+ */
+export function readCallOptions(value: unknown, hedgeDelay: number | "p95"): CallControls | ConfigError {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return new ConfigError(
+      "meshlink",
+      value,
+      "per-call options: an object with retryable, hedge or deadline",
+    );
+  }
+  const o = value as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!CONTROL_KEYS.includes(key)) {
+      return new ConfigError(
+        `meshlink.${key}`,
+        o[key],
+        `unknown per-call option; known: ${CONTROL_KEYS.join(", ")}`,
+      );
+    }
+  }
+  const { retryable, hedge, deadline } = o;
+  if (retryable !== undefined && typeof retryable !== "boolean") {
+    return new ConfigError("meshlink.retryable", retryable, "true or false");
+  }
+  let h: number | "p95" | false | undefined;
+  if (hedge === undefined) h = undefined;
+  else if (hedge === true) h = hedgeDelay;
+  else if (hedge === false) h = false;
+  else if (hedge === "p95") h = "p95";
+  else if (typeof hedge === "number" && Number.isInteger(hedge) && hedge >= 1 && hedge <= 3_600_000)
+    h = hedge;
+  else return new ConfigError("meshlink.hedge", hedge, 'true, false, "p95" or a delay in ms (1 to 3600000)');
+  if (
+    deadline !== undefined &&
+    (typeof deadline !== "number" || !(deadline > 0) || (deadline > 86_400_000 && deadline !== Infinity))
+  ) {
+    return new ConfigError(
+      "meshlink.deadline",
+      deadline,
+      "a deadline in ms: more than 0, at most 86400000, or Infinity",
+    );
+  }
+  return { retryable, hedge: h, deadline: deadline as number | undefined };
+}
+
+/**
+ * @internal A dispatcher that gives every request the same per-call
+ * controls, for `mesh.fetch`: fetch hands its dispatcher no option of its
+ * own, so a call's `meshlink` init field rides on this per-call wrapper
+ * (made only when a call has one).
+ */
+export function withCallOptions(
+  dispatcher: Dispatcher,
+  controls: MeshCallOptions,
+): Pick<Dispatcher, "dispatch"> {
+  return {
+    dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+      (opts as MeshDispatchOptions).meshlink = controls;
+      return dispatcher.dispatch(opts, handler);
+    },
+  };
 }
