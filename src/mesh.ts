@@ -338,6 +338,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     closed: () => registry.closed,
     tls,
     egress,
+    metadataControls: config.policy.headerControls !== false,
   });
 
   let closing: Promise<void> | undefined;

@@ -99,7 +99,9 @@ describe("MeshGrpc.credentials (mutual TLS)", () => {
 
   it("refuses a server whose certificate names another identity than discovery expects", async () => {
     const details = await refused("spoofed.default", { ca: good.cert, ...clientPem }, impostor);
-    expect(details).toContain(`is not ${ECHO_ID}`);
+    // Refused once, as a TLS identity failure: never tried again by the call.
+    expect(details.match(/MESHLINK_ERR_TLS_IDENTITY/g)).toHaveLength(1);
+    expect(details).toContain(`expected ${ECHO_ID}`);
   });
 
   it("refuses a server its trust bundle does not cover", async () => {
@@ -121,5 +123,85 @@ describe("MeshGrpc.credentials (mutual TLS)", () => {
     };
     expect((await echo(client("echo.default", provider), "provided")).server).toBe("echo-1");
     expect(asked).toContain("home");
+  });
+});
+
+describe("MeshGrpc.credentials with the mesh's TLS policy (strict mode)", () => {
+  let strict: Mesh;
+  let west: GrpcTestServer;
+
+  beforeAll(async () => {
+    // A good server in another cluster, behind the impostor of the caller's own zone.
+    west = await startGrpcServer("echo-west", "127.0.120.43", {
+      credentials: serverCredentials(good, good.issue({ cn: "echo", uris: [ECHO_ID] })),
+    });
+    strict = createMesh({
+      env: {},
+      region: "home",
+      tls: { mode: "strict", ca: good.cert, cert: clientPem.cert, key: clientPem.key },
+      // No identity from discovery: the policy's template gives spiffe://cluster.local/ns/default/sa/echo.
+      discovery: [
+        staticDiscovery({
+          services: {
+            "echo.default": [
+              { address: impostor.address, port: impostor.port, cluster: "home", region: "home" },
+              { address: west.address, port: west.port, cluster: "west", region: "west" },
+            ],
+          },
+        }),
+      ],
+    });
+    strict.grpc.register(grpc);
+  });
+
+  afterAll(async () => {
+    await strict.close();
+    west.kill();
+  });
+
+  it("refuses the server that presents a wrong identity and serves the call from one that presents the right one", async () => {
+    const before = impostor.calls.length;
+    const c = new EchoClient(strict.grpc.target("echo.default", 50051), strict.grpc.credentials(), {
+      interceptors: strict.grpc.interceptors,
+    });
+    clients.push(c);
+    for (let i = 0; i < 5; i++) expect((await echo(c, "strict")).server).toBe("echo-west");
+    expect(impostor.calls.length).toBe(before);
+    const home = strict.describe().services[0]!.endpoints.find((e) => e.cluster === "home")!;
+    expect(home.health.lastFailure).toBe(ErrorCodes.TLS_IDENTITY);
+  });
+});
+
+describe("MeshGrpc and the egress guard", () => {
+  it("never connects to an address the guard denies", async () => {
+    const denied = await startGrpcServer("denied", "127.0.120.44");
+    const allowed = await startGrpcServer("allowed", "127.0.120.45");
+    const m = createMesh({
+      env: {},
+      egress: { deny: ["127.0.120.44/32"] },
+      discovery: [
+        staticDiscovery({
+          services: {
+            "echo.default": [
+              { address: denied.address, port: denied.port, cluster: "a" },
+              { address: allowed.address, port: allowed.port, cluster: "b" },
+            ],
+          },
+        }),
+      ],
+    });
+    try {
+      m.grpc.register(grpc);
+      const c = new EchoClient(m.grpc.target("echo.default", 50051), m.grpc.credentials(), {
+        interceptors: m.grpc.interceptors,
+      });
+      clients.push(c);
+      for (let i = 0; i < 10; i++) expect((await echo(c, "x")).server).toBe("allowed");
+      expect(denied.calls.length).toBe(0);
+    } finally {
+      await m.close();
+      denied.kill();
+      allowed.kill();
+    }
   });
 });

@@ -5,7 +5,9 @@
  * hedges. Per call, `x-meshlink-retryable: true|false` metadata marks it
  * idempotent or never to be resent and `x-meshlink-hedge` asks for or
  * refuses hedging, as the same headers do for HTTP; both are removed
- * before the call is sent.
+ * before the call is sent, and ignored when the policy turns header
+ * controls off (`policy.headerControls: false`: a service that forwards its
+ * incoming metadata must not let its callers force resends).
  *
  * @module
  */
@@ -47,7 +49,8 @@ function flag(value: unknown): boolean | undefined {
 /**
  * Reads a call's controls and removes the control keys from `metadata`
  * (the call's own copy). `idempotentMethod` says whether its method was
- * marked idempotent; `policyDeadline` is the policy's deadline in ms.
+ * marked idempotent; `policyDeadline` is the policy's deadline in ms;
+ * `metadataControls` false ignores the control keys.
  */
 export function readControls(
   metadata: Metadata,
@@ -55,17 +58,18 @@ export function readControls(
   options: InterceptorOptions,
   idempotentMethod: boolean,
   policyDeadline: number,
+  metadataControls = true,
 ): CallControls {
   let retry: boolean | undefined;
   let hedge: string | undefined;
   const r = metadata.get(RETRYABLE_HEADER);
   if (r.length > 0) {
-    retry = flag(r[0]);
+    if (metadataControls) retry = flag(r[0]);
     metadata.remove(RETRYABLE_HEADER);
   }
   const h = metadata.get(HEDGE_HEADER);
   if (h.length > 0) {
-    hedge = String(h[0]);
+    if (metadataControls) hedge = String(h[0]);
     metadata.remove(HEDGE_HEADER);
   }
   const own = epochOf(options.deadline);

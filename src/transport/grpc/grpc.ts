@@ -121,6 +121,8 @@ export interface GrpcTransportOptions {
   readonly tls?: GrpcTlsSource | undefined;
   /** The egress guard; default none. */
   readonly egress?: EgressGuard | undefined;
+  /** Read the `x-meshlink-retryable` and `x-meshlink-hedge` metadata of calls (`policy.headerControls`); default true. */
+  readonly metadataControls?: boolean | undefined;
 }
 
 const IDEMPOTENT_LEVELS = new Set(["IDEMPOTENT", "NO_SIDE_EFFECTS"]);
@@ -131,6 +133,7 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
   readonly policy: CallPolicy;
   readonly timers: TimerWheel;
   readonly egress: EgressGuard | undefined;
+  readonly metadataControls: boolean;
   readonly #options: GrpcTransportOptions;
   readonly #idempotent = new Set<string>();
   readonly #tls: GrpcTlsPolicy | undefined;
@@ -146,6 +149,7 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
     this.policy = options.policy;
     this.timers = options.timers ?? sharedTimerWheel();
     this.egress = options.egress;
+    this.metadataControls = options.metadataControls !== false;
     this.#tls = options.tls === undefined ? undefined : tlsPolicyOf(options.tls);
     addMesh(this);
   }

@@ -55,6 +55,8 @@ export interface InterceptorHost {
   readonly policy: CallPolicy;
   /** True when a method (`/pkg.Service/Method`) was marked idempotent. */
   isIdempotent(path: string): boolean;
+  /** False when the `x-meshlink-*` control metadata is to be stripped and ignored (`policy.headerControls: false`). */
+  readonly metadataControls: boolean;
 }
 
 /** The interceptor of a mesh: one {@link MeshClientCall} per call. */
@@ -137,6 +139,7 @@ export class MeshClientCall {
       this.#options,
       this.#host.isIdempotent(this.path),
       this.#host.policy.deadline,
+      this.#host.metadataControls,
     );
     this.#controls = c;
     this.#options = c.options;

@@ -18,6 +18,13 @@ describe("readControls", () => {
     expect(m.getMap()).toEqual({ other: "kept" });
   });
 
+  it("strips and ignores the control keys when metadata controls are off", () => {
+    const m = md({ "x-meshlink-retryable": "true", "x-meshlink-hedge": "10" });
+    const c = readControls(m, {}, opts(), false, INF, false);
+    expect(c).toMatchObject({ retry: undefined, hedge: undefined, idempotent: false });
+    expect(m.getMap()).toEqual({});
+  });
+
   it("takes a retryable value that is neither true nor false as absent", () => {
     expect(
       readControls(md({ "x-meshlink-retryable": "maybe" }), {}, opts(), false, INF).retry,
