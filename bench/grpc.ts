@@ -27,8 +27,12 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import type { DiscoveryBackend, DiscoveryUpdate } from "../src/discovery/discovery.js";
 import { createEndpoint, type Endpoint } from "../src/discovery/endpoint.js";
+import { parseServiceName } from "../src/discovery/names.js";
 import { staticDiscovery } from "../src/discovery/static.js";
 import { createMesh } from "../src/mesh.js";
+import { ServiceBinding } from "../src/transport/grpc/binding.js";
+import type { GrpcTransport } from "../src/transport/grpc/grpc.js";
+import { kLeg, type PickedLeg } from "../src/transport/grpc/picker.js";
 import {
   finish,
   fmt,
@@ -179,6 +183,12 @@ interface RoundResult {
   readonly addedCpuUs: number;
 }
 
+/** One mesh block and the raw block next to it. */
+interface Pair {
+  readonly ratio: number;
+  readonly addedCpuUs: number;
+}
+
 async function overhead(o: {
   rounds: number;
   blocks: number;
@@ -186,11 +196,14 @@ async function overhead(o: {
   warmupMs: number;
   concurrency: number;
   seed: number;
-}): Promise<RoundResult[]> {
+}): Promise<{ rounds: RoundResult[]; pairs: Pair[] }> {
   const server = await child(["--role=server"]);
   const port = Number(server.ready.port);
   const random = prng(o.seed);
   const out: RoundResult[] = [];
+  const pairs: Pair[] = [];
+  const cps = (b: Block) => (b.calls / b.elapsedMs) * 1000;
+  const cpu = (b: Block) => b.cpuUs / b.calls;
   try {
     for (let r = 0; r < o.rounds; r++) {
       const clients = {
@@ -206,9 +219,11 @@ async function overhead(o: {
           await run(clients[p], o.concurrency, o.warmupMs);
         let order = shuffle(["raw", "mesh"] as const, random);
         for (let b = 0; b < o.blocks; b++) {
+          const block = {} as Record<Path, Block>;
           for (const p of order) {
             const s = await run(clients[p], o.concurrency, o.blockMs);
             if (s.errors > 0) throw new Error(`${p}: ${s.errors} failed calls`);
+            block[p] = s;
             const t = total[p];
             total[p] = {
               calls: t.calls + s.calls,
@@ -217,15 +232,17 @@ async function overhead(o: {
               cpuUs: t.cpuUs + s.cpuUs,
             };
           }
+          pairs.push({
+            ratio: cps(block.mesh) / cps(block.raw),
+            addedCpuUs: cpu(block.mesh) - cpu(block.raw),
+          });
           order = [order[1]!, order[0]!];
         }
-        const cps = (p: Path) => (total[p].calls / total[p].elapsedMs) * 1000;
-        const cpu = (p: Path) => total[p].cpuUs / total[p].calls;
         out.push({
-          cps: { raw: cps("raw"), mesh: cps("mesh") },
-          cpuPerCallUs: { raw: cpu("raw"), mesh: cpu("mesh") },
-          ratio: cps("mesh") / cps("raw"),
-          addedCpuUs: cpu("mesh") - cpu("raw"),
+          cps: { raw: cps(total.raw), mesh: cps(total.mesh) },
+          cpuPerCallUs: { raw: cpu(total.raw), mesh: cpu(total.mesh) },
+          ratio: cps(total.mesh) / cps(total.raw),
+          addedCpuUs: cpu(total.mesh) - cpu(total.raw),
         });
       } finally {
         await Promise.all([stop(clients.raw), stop(clients.mesh)]);
@@ -235,7 +252,94 @@ async function overhead(o: {
   } finally {
     await stop(server.proc);
   }
-  return out;
+  return { rounds: out, pairs };
+}
+
+/**
+ * meshlink's own work per call, without the network: a call through the
+ * mesh's interceptor (controls, span checks, the engine's admission, pick,
+ * per-try timer, health, the held unary response) against the same call
+ * without interceptors, both over one stand-in for the grpc-js call below,
+ * which binds the call as the picker would and answers on a microtask.
+ * What grpc-js costs below the interceptor is the same on both sides.
+ */
+async function ownWork(calls: number, repeats: number): Promise<{ passthroughUs: number; meshUs: number }> {
+  const mesh = createMesh({
+    env: {},
+    discovery: [
+      staticDiscovery({ services: { "echo.bench": [{ address: "127.0.0.1", port: 1, cluster: "c1" }] } }),
+    ],
+  });
+  mesh.grpc.register(grpc);
+  await mesh.resolve("echo.bench", 50051);
+  const binding = new ServiceBinding(mesh.grpc as GrpcTransport, parseServiceName("echo.bench", 50051));
+  binding.view = { stateOf: () => grpc.connectivityState.READY, connect: () => {}, repick: () => {} };
+  const ok = { code: grpc.status.OK, details: "OK", metadata: new grpc.Metadata() };
+  const reply = Buffer.alloc(8);
+  class Below {
+    #listener: grpc.InterceptingListener | undefined;
+    start(md: grpc.Metadata, listener: grpc.InterceptingListener) {
+      this.#listener = listener;
+      const leg = (md.getOptions() as { [kLeg]?: PickedLeg })[kLeg];
+      if (leg !== undefined && !(leg.target(binding) instanceof Error)) leg.started();
+    }
+    sendMessageWithContext() {}
+    sendMessage() {}
+    halfClose() {
+      queueMicrotask(() => {
+        const l = this.#listener!;
+        l.onReceiveMetadata(new grpc.Metadata());
+        l.onReceiveMessage(reply);
+        l.onReceiveStatus(ok);
+      });
+    }
+    startRead() {}
+    cancelWithStatus() {}
+    getPeer() {
+      return "";
+    }
+    getAuthContext() {
+      return null;
+    }
+  }
+  const method = SERVICE.Echo!;
+  const next = (() => new Below()) as unknown as grpc.NextCall;
+  // Without interceptors grpc-js's client starts the call below directly.
+  const direct: grpc.Interceptor = (options, nextCall) => nextCall(options) as grpc.InterceptingCall;
+  const meshed = mesh.grpc.interceptors[0]!;
+  const one = (interceptor: grpc.Interceptor) =>
+    new Promise<void>((resolve) => {
+      const call = interceptor({ method_definition: method } as grpc.InterceptorOptions, next);
+      // The listener as grpc-js's client writes it for a unary call (its shape changes what binding it costs).
+      call.start(new grpc.Metadata(), {
+        onReceiveMetadata: (_metadata: grpc.Metadata) => {},
+        onReceiveMessage(_message: unknown) {},
+        onReceiveStatus() {
+          resolve();
+        },
+      });
+      call.sendMessage(PAYLOAD);
+      call.halfClose();
+    });
+  const measure = async (interceptor: grpc.Interceptor, n: number) => {
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < n; i += 16) await Promise.all(Array.from({ length: 16 }, () => one(interceptor)));
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / n;
+  };
+  // Warm-up, alternating: both paths reach the optimizing compiler before anything is counted.
+  for (let r = 0; r < 3; r++) {
+    await measure(direct, calls / 2);
+    await measure(meshed, calls / 2);
+  }
+  const p: number[] = [];
+  const m: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    p.push(await measure(direct, calls));
+    m.push(await measure(meshed, calls));
+  }
+  await mesh.close();
+  return { passthroughUs: median(p), meshUs: median(m) };
 }
 
 /** A discovery backend whose endpoint set the benchmark replaces. */
@@ -331,9 +435,9 @@ async function main(): Promise<void> {
   const flags = parseFlags();
   const smoke = flags.smoke;
   const o = {
-    rounds: numberFlag(flags, "rounds", smoke ? 1 : 7),
-    blocks: numberFlag(flags, "blocks", smoke ? 2 : 6),
-    blockMs: numberFlag(flags, "block", smoke ? 100 : 400),
+    rounds: numberFlag(flags, "rounds", smoke ? 1 : 5),
+    blocks: numberFlag(flags, "blocks", smoke ? 2 : 10),
+    blockMs: numberFlag(flags, "block", smoke ? 100 : 300),
     warmupMs: numberFlag(flags, "warmup", smoke ? 100 : 600),
     concurrency: numberFlag(flags, "concurrency", 16),
     seed: numberFlag(flags, "seed", 1),
@@ -343,11 +447,11 @@ async function main(): Promise<void> {
     `${NAME}: raw channel vs mesh target, c=${o.concurrency}, ${o.rounds} round(s) of ${o.blocks} × ${o.blockMs} ms blocks` +
       ` per path (+${o.warmupMs} ms warm-up); ${changes} discovery change(s)${smoke ? " — smoke pass" : ""}`,
   );
-  const rounds = await overhead(o);
-  const ratio = median(rounds.map((r) => r.ratio));
-  const addedCpu = median(rounds.map((r) => r.addedCpuUs));
+  const { rounds, pairs } = await overhead(o);
+  const ratio = median(pairs.map((p) => p.ratio));
+  const addedCpu = median(pairs.map((p) => p.addedCpuUs));
   printTable(
-    `unary calls at c=${o.concurrency} (per round)`,
+    `unary calls at c=${o.concurrency} (per round, all its blocks)`,
     ["round", "raw calls/s", "mesh calls/s", "ratio", "raw CPU µs/call", "mesh CPU µs/call", "+CPU µs/call"],
     rounds.map((r, i) => [
       String(i + 1),
@@ -358,6 +462,53 @@ async function main(): Promise<void> {
       fmt(r.cpuPerCallUs.mesh, 1),
       fmt(r.addedCpuUs, 2),
     ]),
+  );
+  printTable(
+    `adjacent block pairs (${pairs.length})`,
+    ["", "p25", "median", "p75"],
+    [
+      [
+        "calls/s ratio",
+        ...[0.25, 0.5, 0.75].map((q) =>
+          fmt(
+            quantile(
+              pairs.map((p) => p.ratio),
+              q,
+            ),
+            3,
+          ),
+        ),
+      ],
+      [
+        "+CPU µs/call",
+        ...[0.25, 0.5, 0.75].map((q) =>
+          fmt(
+            quantile(
+              pairs.map((p) => p.addedCpuUs),
+              q,
+            ),
+            2,
+          ),
+        ),
+      ],
+    ],
+  );
+  // In a fresh process of its own: the parent's heap and JIT state would blur a figure of about 1 µs.
+  const ownChild = await child([
+    "--role=own",
+    `--calls=${smoke ? 20_000 : 100_000}`,
+    `--repeats=${smoke ? 2 : 7}`,
+  ]);
+  const own = ownChild.ready as unknown as { passthroughUs: number; meshUs: number };
+  await stop(ownChild.proc);
+  printTable(
+    "meshlink's own work per call, no network (median)",
+    ["interceptor", "CPU µs/call"],
+    [
+      ["none (the call below, as grpc-js starts it)", fmt(own.passthroughUs, 2)],
+      ["mesh.grpc.interceptors", fmt(own.meshUs, 2)],
+      ["added", fmt(own.meshUs - own.passthroughUs, 2)],
+    ],
   );
   const { added, removed } = await discoveryChanges(changes, 4);
   printTable(
@@ -378,7 +529,7 @@ async function main(): Promise<void> {
       ],
     ],
   );
-  const how = `median over ${o.rounds} round(s) of interleaved ${o.blockMs} ms blocks, ratio or difference within each round`;
+  const how = `median over ${pairs.length} adjacent pairs of ${o.blockMs} ms blocks (${o.rounds} round(s) of fresh processes), ratio or difference within each pair`;
   const targets: TargetResult[] = [
     target(
       "grpc-mesh-cps-ratio-c16",
@@ -397,6 +548,15 @@ async function main(): Promise<void> {
       5,
       "µs",
       `${how}; process.cpuUsage() of the client process / calls`,
+    ),
+    target(
+      "grpc-own-cpu",
+      "meshlink's own work per unary call (interceptor, engine, pick, health), no network",
+      own.meshUs - own.passthroughUs,
+      "<=",
+      5,
+      "µs",
+      "CPU per call through mesh.grpc.interceptors minus the same call without interceptors, over one stand-in call below",
     ),
     target(
       "grpc-discovery-add",
@@ -418,12 +578,26 @@ async function main(): Promise<void> {
     ),
   ];
   printTargets(targets, smoke);
-  const file = writeResults(NAME, { smoke, config: { ...o, changes }, rounds, added, removed, targets });
+  const file = writeResults(NAME, {
+    smoke,
+    config: { ...o, changes },
+    rounds,
+    pairs,
+    own,
+    added,
+    removed,
+    targets,
+  });
   finish(flags, targets, file);
 }
 
 const role = process.argv.find((a) => a.startsWith("--role="))?.slice(7);
 const argOf = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 if (role === "server") await serverRole();
-else if (role === "client") await clientRole(argOf("path") as Path, Number(argOf("port")));
+else if (role === "own") {
+  const result = await ownWork(Number(argOf("calls")), Number(argOf("repeats")));
+  if (process.send === undefined) console.log(result);
+  else process.send(result);
+  process.on("disconnect", () => process.exit(0));
+} else if (role === "client") await clientRole(argOf("path") as Path, Number(argOf("port")));
 else await main();
