@@ -345,6 +345,27 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
     ).toBe(true);
   });
 
+  it("keeps an open channel working after the mesh forgets its idle service", async () => {
+    await mesh.close();
+    mesh = createMesh({
+      env: {},
+      serviceIdleTimeout: 1000,
+      discovery: [staticDiscovery({ services: { [SERVICE]: [ep(home[0]!, "home", "", "")] } })],
+    });
+    mesh.grpc.register(grpc);
+    const c = client();
+    expect((await echo(c, "before")).server).toBe("home-1");
+    // The registry's idle sweep (every second) forgets the service: no event says so, describe() shows it.
+    await new Promise<void>((resolve) => {
+      const check = () => (mesh.describe().services.length === 0 ? resolve() : setTimeout(check, 100));
+      check();
+    });
+    expect((await echo(c, "first after")).server).toBe("home-1");
+    expect((await echo(c, "second after")).server).toBe("home-1");
+    // The channel bound the service again: the new balancer has its endpoint, with the call's latency.
+    expect(mesh.describe().services[0]!.endpoints[0]!.health.latencyMs).toBeGreaterThan(0);
+  }, 20_000);
+
   it("resolves a target without a mesh id to the one mesh of the process", async () => {
     const c = new EchoClient(`meshlink:///${SERVICE}:50051`, mesh.grpc.credentials(), {
       interceptors: mesh.grpc.interceptors,

@@ -133,6 +133,8 @@ export class MeshPicker implements experimental.Picker {
 
   /** An engine attempt: the endpoint is chosen; find its subchannel. */
   #pinned(leg: PickedLeg): experimental.PickResult {
+    // The mesh forgot the service: this call goes on with the last plan, the next ones get a new binding.
+    if (this.#binding.balancer.closed) this.#host.rebind();
     const target = leg.target(this.#binding);
     if (target === undefined) return QUEUE;
     if (target instanceof Error) return this.#drop(Status.UNAVAILABLE, target.message);
