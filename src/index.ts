@@ -127,6 +127,8 @@ export { DEFAULT_EGRESS_DENY, type EgressOptions } from "./transport/egress.js";
 // gRPC (`mesh.grpc`): its types, and the trailer that carries a meshlink error's code.
 export {
   GRPC_ERROR_METADATA,
+  type GrpcChannelCredentials,
+  type GrpcInterceptor,
   type GrpcModule,
   type GrpcTlsConnectOptions,
   type GrpcTlsMaterial,

@@ -15,7 +15,6 @@
  * @module
  */
 
-import type { ChannelOptions, experimental } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { EgressDeniedError, MeshClosedError } from "../../errors.js";
 import { noEndpointError } from "../../resilience/engine.js";
@@ -29,12 +28,24 @@ import { MeshPicker, type PickEntry, type PickerHost } from "./picker.js";
 import { BINDING_ATTRIBUTE } from "./resolver.js";
 import { Status } from "./status.js";
 import { SCHEME } from "./target.js";
+import type {
+  GrpcAddressList,
+  GrpcChannelControlHelper,
+  GrpcChannelOptions,
+  GrpcConnectivityListener,
+  GrpcLoadBalancer,
+  GrpcPickResult,
+  GrpcStatusOr,
+  GrpcSubchannel,
+} from "./types.js";
 
-type LoadBalancerConstructor = Parameters<typeof experimental.registerLoadBalancerType>[1];
-type ConfigConstructor = Parameters<typeof experimental.registerLoadBalancerType>[2];
+/** grpc-js's `LoadBalancerConstructor`. */
+type LoadBalancerConstructor = new (helper: GrpcChannelControlHelper) => GrpcLoadBalancer;
+/** grpc-js's `TypedLoadBalancingConfigConstructor`. */
+type ConfigConstructor = { new (): MeshLbConfig; createFromJson(json: unknown): MeshLbConfig };
 
 /** The `meshlink` load-balancing config: it has no fields (the router's options are the mesh's). */
-class MeshLbConfig implements experimental.TypedLoadBalancingConfig {
+class MeshLbConfig {
   getLoadBalancerName(): string {
     return SCHEME;
   }
@@ -51,21 +62,16 @@ class Entry implements PickEntry {
   endpoint: Endpoint;
   /** The endpoint as the subchannel was made for it (its options carry this object). */
   readonly connectsAs: Endpoint;
-  readonly sub: experimental.SubchannelInterface | undefined;
+  readonly sub: GrpcSubchannel | undefined;
   readonly denied: Error | undefined;
   error: string | undefined = undefined;
   /** The router sends traffic to it now: keep it connected. */
   warm = false;
-  readonly complete: experimental.PickResult;
-  readonly tracked: experimental.PickResult;
-  readonly listener: experimental.ConnectivityStateListener;
+  readonly complete: GrpcPickResult;
+  readonly tracked: GrpcPickResult;
+  readonly listener: GrpcConnectivityListener;
 
-  constructor(
-    endpoint: Endpoint,
-    sub: experimental.SubchannelInterface | undefined,
-    denied: Error | undefined,
-    lb: EntryHost,
-  ) {
+  constructor(endpoint: Endpoint, sub: GrpcSubchannel | undefined, denied: Error | undefined, lb: EntryHost) {
     this.endpoint = endpoint;
     this.connectsAs = endpoint;
     this.sub = sub;
@@ -117,13 +123,13 @@ export function loadBalancerTypes(kit: GrpcKit): {
 } {
   const UnavailablePicker = kit.grpc.experimental.UnavailablePicker;
 
-  class MeshLoadBalancer implements experimental.LoadBalancer, ConnectivityView, PickerHost, EntryHost {
-    readonly #helper: experimental.ChannelControlHelper;
+  class MeshLoadBalancer implements GrpcLoadBalancer, ConnectivityView, PickerHost, EntryHost {
+    readonly #helper: GrpcChannelControlHelper;
     #binding: ServiceBinding | undefined;
     #change: Subscription | undefined;
     #entries = new Map<string, Entry>();
     #endpoints: readonly Endpoint[] | undefined;
-    #args: ChannelOptions = {};
+    #args: GrpcChannelOptions = {};
     #state = IDLE;
     #picker: MeshPicker | undefined;
     #message: string | null = null;
@@ -132,14 +138,14 @@ export function loadBalancerTypes(kit: GrpcKit): {
     #connecting: Entry[] = [];
     #rebinding = false;
 
-    constructor(helper: experimental.ChannelControlHelper) {
+    constructor(helper: GrpcChannelControlHelper) {
       this.#helper = helper;
     }
 
     updateAddressList(
-      _endpoints: experimental.StatusOr<experimental.Endpoint[]>,
-      _config: experimental.TypedLoadBalancingConfig,
-      options: ChannelOptions,
+      _endpoints: GrpcStatusOr<GrpcAddressList[]>,
+      _config: unknown,
+      options: GrpcChannelOptions,
     ): boolean {
       if (this.#destroyed) return false;
       const binding = options[BINDING_ATTRIBUTE] as ServiceBinding | undefined;

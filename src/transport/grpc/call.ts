@@ -19,7 +19,6 @@
  * @module
  */
 
-import type { Metadata, StatusObject } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { EngineAttempt, EngineCall } from "../../resilience/engine.js";
 import type { FailureKind } from "../../resilience/policy.js";
@@ -32,6 +31,7 @@ import type { ServiceBinding } from "./binding.js";
 import type { MeshClientCall } from "./interceptor.js";
 import type { Leg } from "./leg.js";
 import { ANSWER, DEADLINE, GrpcStatusError, statusKind } from "./status.js";
+import type { GrpcMetadata as Metadata, GrpcStatusObject as StatusObject } from "./types.js";
 
 /** What the interceptor read from the call before it was bound. */
 export interface GrpcCallSettings {

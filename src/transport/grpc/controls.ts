@@ -12,8 +12,12 @@
  * @module
  */
 
-import type { InterceptorOptions, Metadata, MetadataOptions } from "@grpc/grpc-js";
 import { HEDGE_HEADER, parseFlag, RETRYABLE_HEADER } from "../http/headers.js";
+import type {
+  GrpcInterceptorOptions as InterceptorOptions,
+  GrpcMetadata as Metadata,
+  GrpcMetadataOptions as MetadataOptions,
+} from "./types.js";
 
 /** `grpc.propagate.DEADLINE`: the parent call's deadline applies to this call. */
 const PROPAGATE_DEADLINE = 1;

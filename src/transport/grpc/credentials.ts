@@ -30,7 +30,6 @@ import {
   type SecureContext,
   connect as tlsConnect,
 } from "node:tls";
-import type { CallCredentials, ChannelCredentials, ChannelOptions, experimental } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { ServiceName } from "../../discovery/names.js";
 import { ConfigError, EgressDeniedError } from "../../errors.js";
@@ -40,6 +39,12 @@ import type { EgressGuard } from "../egress.js";
 import { ENDPOINT_OPTION, recordConnectError } from "./connections.js";
 import type { GrpcKit } from "./kit.js";
 import { serviceOfPath } from "./target.js";
+import type {
+  GrpcChannelCredentialsBase,
+  GrpcChannelOptions,
+  GrpcSecureConnector,
+  GrpcUri,
+} from "./types.js";
 
 /** What a new connection is for (the TLS policy's `TlsTarget`). */
 export interface GrpcTlsTarget {
@@ -150,11 +155,10 @@ export function tlsPolicyOf(source: GrpcTlsSource): GrpcTlsPolicy {
   );
 }
 
-type SecureConnector = experimental.SecureConnector;
 type CredentialsClass = new (
   policy: GrpcTlsPolicy | undefined,
   egress: EgressGuard | undefined,
-) => ChannelCredentials;
+) => GrpcChannelCredentialsBase;
 
 const classes = new WeakMap<GrpcKit, CredentialsClass>();
 
@@ -167,7 +171,7 @@ export function meshCredentials(
   kit: GrpcKit,
   policy: GrpcTlsPolicy | undefined,
   egress: EgressGuard | undefined,
-): ChannelCredentials {
+): GrpcChannelCredentialsBase {
   let Class = classes.get(kit);
   if (Class === undefined) {
     Class = credentialsClass(kit);
@@ -189,24 +193,24 @@ function credentialsClass(kit: GrpcKit): CredentialsClass {
     }
 
     /** Call credentials (tokens) would go out in plaintext without TLS: refused, as grpc-js refuses them on insecure credentials. */
-    override compose(callCredentials: CallCredentials): ChannelCredentials {
+    override compose(callCredentials: unknown): unknown {
       if (this.#policy === undefined) throw new Error("Cannot compose insecure credentials");
       return super.compose(callCredentials);
     }
 
-    _isSecure(): boolean {
+    override _isSecure(): boolean {
       return this.#policy !== undefined;
     }
 
-    _equals(other: ChannelCredentials): boolean {
+    override _equals(other: unknown): boolean {
       return other === this;
     }
 
-    _createSecureConnector(
-      target: experimental.GrpcUri,
-      options: ChannelOptions,
-      callCredentials?: CallCredentials,
-    ): SecureConnector {
+    override _createSecureConnector(
+      target: GrpcUri,
+      options: GrpcChannelOptions,
+      callCredentials?: unknown,
+    ): GrpcSecureConnector {
       const policy = this.#policy;
       const egress = this.#egress;
       const endpoint = options[ENDPOINT_OPTION] as Endpoint | undefined;

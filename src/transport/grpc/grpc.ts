@@ -17,7 +17,6 @@
  * @module
  */
 
-import type { ChannelCredentials, Interceptor } from "@grpc/grpc-js";
 import { parseServiceName, type ServiceName } from "../../discovery/names.js";
 import { ConfigError } from "../../errors.js";
 import type { CallPolicy } from "../../resilience/policy.js";
@@ -40,6 +39,22 @@ export type {
 } from "./credentials.js";
 export type { GrpcModule } from "./kit.js";
 export { ERROR_METADATA as GRPC_ERROR_METADATA } from "./status.js";
+
+/**
+ * A grpc-js client interceptor (grpc-js's `Interceptor`), for a client's
+ * `interceptors` option. Typed loosely: meshlink's declarations never name
+ * grpc-js, an optional peer dependency that may not be installed.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: grpc-js's Interceptor, which meshlink's declarations cannot name.
+export type GrpcInterceptor = (options: any, nextCall: any) => any;
+
+/**
+ * grpc-js `ChannelCredentials`, for a client's constructor. Typed loosely:
+ * meshlink's declarations never name grpc-js, an optional peer dependency
+ * that may not be installed.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: grpc-js's ChannelCredentials, which meshlink's declarations cannot name.
+export type GrpcChannelCredentials = any;
 
 /**
  * Methods to treat as idempotent: method paths (`/pkg.Service/Method`), or
@@ -89,7 +104,7 @@ export interface MeshGrpc {
    *
    * @throws {@link ConfigError} before {@link MeshGrpc.register}, or for an unusable `tls`.
    */
-  credentials(tls?: GrpcTlsSource): ChannelCredentials;
+  credentials(tls?: GrpcTlsSource): GrpcChannelCredentials;
   /**
    * The interceptors that take a call through the mesh: client span and
    * propagation, deadline, retries, hedging and health through the call
@@ -97,7 +112,7 @@ export interface MeshGrpc {
    *
    * @throws {@link ConfigError} before {@link MeshGrpc.register}.
    */
-  readonly interceptors: Interceptor[];
+  readonly interceptors: GrpcInterceptor[];
   /**
    * Marks methods idempotent: their calls may be retried (and hedged) even
    * after a response message arrived. Per call, metadata
@@ -138,9 +153,9 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
   readonly #idempotent = new Set<string>();
   readonly #tls: GrpcTlsPolicy | undefined;
   #kit: GrpcKit | undefined;
-  #interceptors: Interceptor[] | undefined;
-  #credentials: ChannelCredentials | undefined;
-  readonly #explicit = new WeakMap<object, ChannelCredentials>();
+  #interceptors: GrpcInterceptor[] | undefined;
+  #credentials: GrpcChannelCredentials;
+  readonly #explicit = new WeakMap<object, GrpcChannelCredentials>();
 
   /** @internal */
   constructor(options: GrpcTransportOptions) {
@@ -186,7 +201,7 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
       return;
     }
     return import("@grpc/grpc-js").then(
-      (m) => this.#install(m as unknown as GrpcModule),
+      (m) => this.#install(m),
       (err: unknown) => {
         throw new ConfigError(
           "mesh.grpc.register()",
@@ -198,7 +213,7 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
     );
   }
 
-  credentials(tls?: GrpcTlsSource): ChannelCredentials {
+  credentials(tls?: GrpcTlsSource): GrpcChannelCredentials {
     const kit = this.#need("mesh.grpc.credentials()");
     if (tls !== undefined) {
       let c = this.#explicit.get(tls);
@@ -212,7 +227,7 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
     return this.#credentials;
   }
 
-  get interceptors(): Interceptor[] {
+  get interceptors(): GrpcInterceptor[] {
     this.#need("mesh.grpc.interceptors");
     return this.#interceptors!;
   }

@@ -18,15 +18,6 @@
  * @module
  */
 
-import type {
-  InterceptingCall,
-  InterceptingListener,
-  Interceptor,
-  InterceptorOptions,
-  Metadata,
-  NextCall,
-  StatusObject,
-} from "@grpc/grpc-js";
 import type { Span } from "@opentelemetry/api";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { CallPolicy } from "../../resilience/policy.js";
@@ -46,6 +37,14 @@ import type { GrpcKit } from "./kit.js";
 import { Leg } from "./leg.js";
 import { CallerCancelledError, GrpcStatusError, Status, statusOf } from "./status.js";
 import { injectMetadata, rpcAttributes, rpcSpanName } from "./trace.js";
+import type {
+  GrpcMessageContext,
+  GrpcListener as InterceptingListener,
+  GrpcInterceptorOptions as InterceptorOptions,
+  GrpcMetadata as Metadata,
+  GrpcNextCall as NextCall,
+  GrpcStatusObject as StatusObject,
+} from "./types.js";
 
 /** What the interceptor needs from its transport. */
 export interface InterceptorHost {
@@ -60,8 +59,10 @@ export interface InterceptorHost {
 }
 
 /** The interceptor of a mesh: one {@link MeshClientCall} per call. */
-export function meshInterceptor(host: InterceptorHost): Interceptor {
-  return (options, nextCall) => new MeshClientCall(host, options, nextCall) as unknown as InterceptingCall;
+export function meshInterceptor(
+  host: InterceptorHost,
+): (options: InterceptorOptions, nextCall: NextCall) => MeshClientCall {
+  return (options, nextCall) => new MeshClientCall(host, options, nextCall);
 }
 
 /** The most messages of a request stream kept for a resend before any attempt started. */
@@ -157,7 +158,7 @@ export class MeshClientCall {
     leg.underlying.start(md, leg);
   }
 
-  sendMessageWithContext(context: { flags?: number; callback?: () => void }, message: unknown): void {
+  sendMessageWithContext(context: GrpcMessageContext, message: unknown): void {
     if (!this.#requestStream) {
       this.#request = message;
       this.#hasRequest = true;
@@ -207,7 +208,7 @@ export class MeshClientCall {
     return this.#shown()?.underlying?.getPeer() ?? "";
   }
 
-  getAuthContext(): ReturnType<ReturnType<NextCall>["getAuthContext"]> {
+  getAuthContext(): unknown {
     return this.#shown()?.underlying?.getAuthContext() ?? null;
   }
 

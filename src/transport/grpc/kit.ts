@@ -12,14 +12,18 @@
  * @module
  */
 
-import type * as Grpc from "@grpc/grpc-js";
 import { ConfigError } from "../../errors.js";
 import { loadBalancerTypes } from "./balancer.js";
 import { resolverClass } from "./resolver.js";
 import { SCHEME } from "./target.js";
+import type { GrpcMetadata, GrpcModuleShape } from "./types.js";
 
-/** The application's `@grpc/grpc-js` module, as `import * as grpc from "@grpc/grpc-js"` gives it. */
-export type GrpcModule = typeof Grpc;
+/**
+ * The application's `@grpc/grpc-js` module, as `import * as grpc from "@grpc/grpc-js"`
+ * gives it. Typed as any object: meshlink's declarations never name grpc-js
+ * (an optional peer dependency); {@link MeshGrpc.register} checks it.
+ */
+export type GrpcModule = object;
 
 /** grpc-js's connectivity states (its `connectivityState` enum, checked at registration). */
 export const IDLE = 0;
@@ -44,19 +48,19 @@ export const PICK_DROP = 3;
 /** What meshlink uses of one grpc-js module. */
 export interface GrpcKit {
   /** The module. */
-  readonly grpc: GrpcModule;
+  readonly grpc: GrpcModuleShape;
   /** A new, empty `Metadata` of this module. */
-  readonly metadata: () => Grpc.Metadata;
+  readonly metadata: () => GrpcMetadata;
 }
 
 const kits = new WeakMap<object, GrpcKit>();
 
 /** The module behind what the application passed (an ESM namespace of CommonJS grpc-js has it as `default`). */
-function moduleOf(grpc: unknown): GrpcModule | undefined {
+function moduleOf(grpc: unknown): GrpcModuleShape | undefined {
   const m = grpc as { default?: unknown } | null | undefined;
   const candidates = [m?.default, m];
   for (const c of candidates) {
-    const g = c as GrpcModule | undefined;
+    const g = c as GrpcModuleShape | undefined;
     if (
       typeof g?.experimental?.registerResolver === "function" &&
       typeof g.experimental.registerLoadBalancerType === "function" &&
@@ -69,7 +73,7 @@ function moduleOf(grpc: unknown): GrpcModule | undefined {
   return undefined;
 }
 
-function checkConstants(g: GrpcModule): string | undefined {
+function checkConstants(g: GrpcModuleShape): string | undefined {
   const c = g.connectivityState;
   const p = g.experimental.PickResultType;
   if (

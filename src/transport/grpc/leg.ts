@@ -8,13 +8,18 @@
  * @module
  */
 
-import type { Metadata, MetadataOptions, NextCall, StatusObject } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { ServiceBinding } from "./binding.js";
 import type { GrpcAttempt } from "./call.js";
 import type { MeshClientCall } from "./interceptor.js";
 import { kLeg, type PickedLeg } from "./picker.js";
 import { Status } from "./status.js";
+import type {
+  GrpcCallBelow,
+  GrpcMetadata as Metadata,
+  GrpcMetadataOptions as MetadataOptions,
+  GrpcStatusObject as StatusObject,
+} from "./types.js";
 
 /** A message waiting for the one before it to be taken. */
 interface Queued {
@@ -33,7 +38,7 @@ export class Leg implements PickedLeg, MetadataOptions {
   /** The interceptor's call this leg belongs to. */
   readonly client: MeshClientCall;
   /** The grpc-js call below the interceptor. */
-  underlying: ReturnType<NextCall> | undefined = undefined;
+  underlying: GrpcCallBelow | undefined = undefined;
   /** The engine's attempt it carries, once the engine dispatched one to it. */
   attempt: GrpcAttempt | undefined = undefined;
   failure: Error | undefined = undefined;

@@ -16,7 +16,6 @@
  * @module
  */
 
-import type { experimental, StatusObject } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { MeshClosedError } from "../../errors.js";
 import { noEndpointError } from "../../resilience/engine.js";
@@ -32,6 +31,13 @@ import {
   READY,
 } from "./kit.js";
 import { Status, statusOf } from "./status.js";
+import type {
+  GrpcPickArgs,
+  GrpcPicker,
+  GrpcPickResult,
+  GrpcSubchannel,
+  GrpcStatusObject as StatusObject,
+} from "./types.js";
 
 /**
  * The key under which an attempt's metadata options carry its leg. A
@@ -60,15 +66,15 @@ export interface PickEntry {
   /** The endpoint object its subchannel was made with (the key of its connection errors). */
   readonly connectsAs: Endpoint;
   /** Its subchannel; undefined when the egress rule denies it one. */
-  readonly sub: experimental.SubchannelInterface | undefined;
+  readonly sub: GrpcSubchannel | undefined;
   /** The egress rule's refusal, when denied. */
   readonly denied: Error | undefined;
   /** The last connection error, while in TRANSIENT_FAILURE. */
   readonly error: string | undefined;
   /** The pick of an engine's attempt (health is the engine's). */
-  readonly complete: experimental.PickResult;
+  readonly complete: GrpcPickResult;
   /** The pick of a call without the interceptors, which reports its status to health. */
-  readonly tracked: experimental.PickResult;
+  readonly tracked: GrpcPickResult;
 }
 
 /** What the picker needs of its load balancer. */
@@ -83,7 +89,7 @@ export interface PickerHost {
   connectFailed(endpoint: Endpoint, reason: string): void;
 }
 
-const QUEUE: experimental.PickResult = {
+const QUEUE: GrpcPickResult = {
   pickResultType: PICK_QUEUE,
   subchannel: null,
   status: null,
@@ -104,7 +110,7 @@ export class ConnectFailedError extends Error {
 }
 
 /** The immutable picker of one state of a `meshlink` load balancer. */
-export class MeshPicker implements experimental.Picker {
+export class MeshPicker implements GrpcPicker {
   readonly #kit: GrpcKit;
   readonly #host: PickerHost;
   readonly #binding: ServiceBinding;
@@ -126,13 +132,13 @@ export class MeshPicker implements experimental.Picker {
     this.#queue = queue;
   }
 
-  pick(args: experimental.PickArgs): experimental.PickResult {
+  pick(args: GrpcPickArgs): GrpcPickResult {
     const leg = (args.metadata.getOptions() as { [kLeg]?: PickedLeg })[kLeg];
     return leg === undefined ? this.#pick() : this.#pinned(leg);
   }
 
   /** An engine attempt: the endpoint is chosen; find its subchannel. */
-  #pinned(leg: PickedLeg): experimental.PickResult {
+  #pinned(leg: PickedLeg): GrpcPickResult {
     // The mesh forgot the service: this call goes on with the last plan, the next ones get a new binding.
     if (this.#binding.balancer.closed) this.#host.rebind();
     const target = leg.target(this.#binding);
@@ -159,7 +165,7 @@ export class MeshPicker implements experimental.Picker {
   }
 
   /** A call without the interceptors: pick through the router. */
-  #pick(): experimental.PickResult {
+  #pick(): GrpcPickResult {
     const binding = this.#binding;
     const b = binding.balancer;
     b.watch.used = true;
@@ -182,13 +188,13 @@ export class MeshPicker implements experimental.Picker {
   }
 
   /** Fails a call without a leg: UNAVAILABLE as TRANSIENT_FAILURE (a call that waits for ready waits), else dropped. */
-  #fail(err: Error): experimental.PickResult {
+  #fail(err: Error): GrpcPickResult {
     const status = statusOf(err, this.#kit.metadata);
     if (status.code === Status.UNAVAILABLE) return this.#transientFailure(status);
     return { pickResultType: PICK_DROP, subchannel: null, status, onCallStarted: null, onCallEnded: null };
   }
 
-  #transientFailure(status: StatusObject): experimental.PickResult {
+  #transientFailure(status: StatusObject): GrpcPickResult {
     return {
       pickResultType: PICK_TRANSIENT_FAILURE,
       subchannel: null,
@@ -198,7 +204,7 @@ export class MeshPicker implements experimental.Picker {
     };
   }
 
-  #drop(code: number, details: string): experimental.PickResult {
+  #drop(code: number, details: string): GrpcPickResult {
     return {
       pickResultType: PICK_DROP,
       subchannel: null,

@@ -13,35 +13,39 @@
  * @module
  */
 
-import type { experimental } from "@grpc/grpc-js";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { Subscription } from "../../subscription.js";
 import { ServiceBinding } from "./binding.js";
 import type { GrpcKit } from "./kit.js";
 import { Status } from "./status.js";
 import { findMesh, SCHEME, serviceOfPath } from "./target.js";
+import type { GrpcAddressList, GrpcResolver, GrpcResolverListener, GrpcUri } from "./types.js";
 
 /** The resolution attribute (and so channel option of the load balancer) that carries the binding. */
 export const BINDING_ATTRIBUTE = "meshlink.binding";
 
-type ResolverConstructor = Parameters<typeof experimental.registerResolver>[1];
-type ServiceConfigResult = NonNullable<Parameters<experimental.ResolverListener>[2]>;
+/** grpc-js's `ResolverConstructor`. */
+export interface ResolverConstructor {
+  new (target: GrpcUri, listener: GrpcResolverListener): GrpcResolver;
+  getDefaultAuthority(target: GrpcUri): string;
+}
+type ServiceConfigResult = NonNullable<Parameters<GrpcResolverListener>[2]>;
 
 const SERVICE_CONFIG: ServiceConfigResult = {
   ok: true,
   value: { loadBalancingConfig: [{ [SCHEME]: {} }], methodConfig: [] },
 };
 
-function addressOf(e: Endpoint): experimental.Endpoint {
+function addressOf(e: Endpoint): GrpcAddressList {
   return { addresses: [{ host: e.address, port: e.port }] };
 }
 
 /** The resolver class of one grpc-js module. */
 export function resolverClass(kit: GrpcKit): ResolverConstructor {
-  return class MeshResolver implements experimental.Resolver {
+  return class MeshResolver implements GrpcResolver {
     readonly #meshId: string | undefined;
     readonly #path: string;
-    readonly #listener: experimental.ResolverListener;
+    readonly #listener: GrpcResolverListener;
     #binding: ServiceBinding | undefined;
     #subscription: Subscription | undefined;
     /** The endpoint array of the last answer; undefined before the first. */
@@ -51,14 +55,14 @@ export function resolverClass(kit: GrpcKit): ResolverConstructor {
     #scheduled = false;
     #failure: string | undefined;
 
-    constructor(target: experimental.GrpcUri, listener: experimental.ResolverListener) {
+    constructor(target: GrpcUri, listener: GrpcResolverListener) {
       this.#meshId = target.authority;
       this.#path = target.path;
       this.#listener = listener;
     }
 
     /** grpc-js's `:authority` for the channel: the service as the target names it. */
-    static getDefaultAuthority(target: experimental.GrpcUri): string {
+    static getDefaultAuthority(target: GrpcUri): string {
       return target.path;
     }
 

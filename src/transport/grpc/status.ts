@@ -11,8 +11,8 @@
  * @module
  */
 
-import type { Metadata, StatusObject } from "@grpc/grpc-js";
 import { ErrorCodes, isMeshError, RequestFailedError } from "../../errors.js";
+import type { GrpcMetadata as Metadata, GrpcStatusObject as StatusObject } from "./types.js";
 
 /** gRPC status codes (the protocol's wire values). */
 export const Status = {

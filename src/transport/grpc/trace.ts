@@ -9,9 +9,9 @@
  * @module
  */
 
-import type { Metadata } from "@grpc/grpc-js";
 import { type Attributes, type Context, propagation, type TextMapSetter, trace } from "@opentelemetry/api";
 import { type HeaderList, injectHeaders } from "../../telemetry/tracing.js";
+import type { GrpcMetadata as Metadata } from "./types.js";
 
 /** Writes a propagated field into gRPC metadata (the keys propagators use are lower-case ASCII). */
 export const metadataSetter: TextMapSetter<Metadata> = {
