@@ -34,9 +34,15 @@ export interface CallControls {
   readonly idempotent: boolean;
   /** The call's deadline, epoch ms (`Infinity`: none). */
   readonly deadline: number;
-  /** The options every attempt is opened with: the caller's, with the deadline (grpc-js sends it as `grpc-timeout`). */
-  readonly options: InterceptorOptions;
 }
+
+const PLAIN: CallControls = Object.freeze({
+  retry: undefined,
+  hedge: undefined,
+  idempotent: false,
+  deadline: Number.POSITIVE_INFINITY,
+});
+const IDEMPOTENT: CallControls = Object.freeze({ ...PLAIN, idempotent: true });
 
 function epochOf(deadline: Date | number | undefined): number {
   if (deadline === undefined) return Number.POSITIVE_INFINITY;
@@ -76,18 +82,23 @@ export function readControls(
     if (metadataControls) hedge = String(h[0]);
     metadata.remove(HEDGE_HEADER);
   }
-  const own = epochOf(options.deadline);
-  let deadline = own;
+  let deadline = epochOf(options.deadline);
   const parent = options.parent;
   if (parent != null && ((options.propagate_flags ?? PROPAGATE_DEFAULTS) & PROPAGATE_DEADLINE) !== 0) {
     deadline = Math.min(deadline, epochOf(parent.getDeadline()));
   }
   if (policyDeadline !== Number.POSITIVE_INFINITY) deadline = Math.min(deadline, Date.now() + policyDeadline);
-  return {
-    retry,
-    hedge,
-    idempotent: retry ?? (idempotentMethod || callerOptions.idempotentRequest === true),
-    deadline,
-    options: deadline === own ? options : { ...options, deadline },
-  };
+  const idempotent = retry ?? (idempotentMethod || callerOptions.idempotentRequest === true);
+  // Most calls carry no controls and no deadline: one shared answer each, nothing allocated.
+  if (retry === undefined && hedge === undefined && deadline === Number.POSITIVE_INFINITY) {
+    return idempotent ? IDEMPOTENT : PLAIN;
+  }
+  return { retry, hedge, idempotent, deadline };
+}
+
+/** The options every attempt is opened with: the caller's, with the call's deadline (grpc-js sends it as `grpc-timeout`). */
+export function attemptOptions(options: InterceptorOptions, controls: CallControls): InterceptorOptions {
+  return controls.deadline === epochOf(options.deadline)
+    ? options
+    : { ...options, deadline: controls.deadline };
 }

@@ -32,7 +32,7 @@ import {
 } from "../../telemetry/tracing.js";
 import type { ServiceBinding } from "./binding.js";
 import { type GrpcAttempt, GrpcCall } from "./call.js";
-import { type CallControls, readControls } from "./controls.js";
+import { attemptOptions, type CallControls, readControls } from "./controls.js";
 import type { GrpcKit } from "./kit.js";
 import { Leg } from "./leg.js";
 import { CallerCancelledError, GrpcStatusError, Status, statusOf } from "./status.js";
@@ -63,6 +63,11 @@ export function meshInterceptor(
   host: InterceptorHost,
 ): (options: InterceptorOptions, nextCall: NextCall) => MeshClientCall {
   return (options, nextCall) => new MeshClientCall(host, options, nextCall);
+}
+
+/** A leg that can still be written to. */
+function isOpen(leg: Leg): boolean {
+  return !leg.ended && leg.underlying !== undefined;
 }
 
 /** The most messages of a request stream kept for a resend before any attempt started. */
@@ -143,7 +148,7 @@ export class MeshClientCall {
       this.#host.metadataControls,
     );
     this.#controls = c;
-    this.#options = c.options;
+    this.#options = attemptOptions(this.#options, c);
 
     const parent = activeContext();
     if (tracerRegistered()) {
@@ -162,7 +167,13 @@ export class MeshClientCall {
     if (!this.#requestStream) {
       this.#request = message;
       this.#hasRequest = true;
-      this.#each((leg) => leg.underlying!.sendMessageWithContext(context, message));
+      // Loops, not #each: no closure per call on the unary path.
+      const first = this.#first;
+      if (first !== undefined && isOpen(first)) first.underlying!.sendMessageWithContext(context, message);
+      if (this.#legs !== undefined) {
+        for (const leg of this.#legs)
+          if (isOpen(leg)) leg.underlying!.sendMessageWithContext(context, message);
+      }
       return;
     }
     let callback = context.callback;
@@ -190,13 +201,23 @@ export class MeshClientCall {
     this.#readPending = true;
     const winner = this.#engine?.winnerAttempt?.leg;
     if (winner !== undefined) winner.underlying!.startRead();
-    else this.#each((leg) => leg.underlying!.startRead());
+    else {
+      const first = this.#first;
+      if (first !== undefined && isOpen(first)) first.underlying!.startRead();
+      if (this.#legs !== undefined)
+        for (const leg of this.#legs) if (isOpen(leg)) leg.underlying!.startRead();
+    }
   }
 
   halfClose(): void {
     this.#halfClosed = true;
-    if (this.#requestStream) this.#each((leg) => leg.halfClose());
-    else this.#each((leg) => leg.underlying!.halfClose());
+    if (this.#requestStream) {
+      this.#each((leg) => leg.halfClose());
+      return;
+    }
+    const first = this.#first;
+    if (first !== undefined && isOpen(first)) first.underlying!.halfClose();
+    if (this.#legs !== undefined) for (const leg of this.#legs) if (isOpen(leg)) leg.underlying!.halfClose();
   }
 
   cancelWithStatus(code: number, details: string): void {
@@ -401,9 +422,9 @@ export class MeshClientCall {
   /** Runs `fn` on every leg still open. */
   #each(fn: (leg: Leg) => void): void {
     const first = this.#first;
-    if (first !== undefined && !first.ended && first.underlying !== undefined) fn(first);
+    if (first !== undefined && isOpen(first)) fn(first);
     const legs = this.#legs;
     if (legs === undefined) return;
-    for (const leg of legs) if (!leg.ended && leg.underlying !== undefined) fn(leg);
+    for (const leg of legs) if (isOpen(leg)) fn(leg);
   }
 }
