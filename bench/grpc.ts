@@ -23,6 +23,7 @@
 
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
+import { constants, PerformanceObserver } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import type { DiscoveryBackend, DiscoveryUpdate } from "../src/discovery/discovery.js";
@@ -124,6 +125,15 @@ async function clientRole(path: Path, port: number): Promise<void> {
     };
   }
   await unary(client);
+  // Scavenges and their time: what a call allocates shows here first.
+  const gc = { minor: 0, ms: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gc.ms += e.duration;
+      const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gc.minor++;
+    }
+  }).observe({ entryTypes: ["gc"] });
   process.on("message", async (msg: { type: string; concurrency: number; ms: number }) => {
     if (msg.type !== "run") return;
     let calls = 0;
@@ -139,10 +149,21 @@ async function clientRole(path: Path, port: number): Promise<void> {
     };
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
+    const gc0 = { ...gc };
     await Promise.all(Array.from({ length: msg.concurrency }, worker));
     const elapsedMs = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
-    process.send?.({ type: "result", calls, errors, elapsedMs, cpuUs: cpu.user + cpu.system });
+    // GC entries arrive after the event loop turns: let them in.
+    await new Promise((resolve) => setImmediate(resolve));
+    process.send?.({
+      type: "result",
+      calls,
+      errors,
+      elapsedMs,
+      cpuUs: cpu.user + cpu.system,
+      scavenges: gc.minor - gc0.minor,
+      gcMs: gc.ms - gc0.ms,
+    });
   });
   process.on("disconnect", () => void close().finally(() => process.exit(0)));
   process.send?.({ type: "ready" });
@@ -155,6 +176,10 @@ interface Block {
   readonly errors: number;
   readonly elapsedMs: number;
   readonly cpuUs: number;
+  /** Scavenges (minor GCs) during the block. */
+  readonly scavenges: number;
+  /** Time in GC pauses on the main thread, ms. */
+  readonly gcMs: number;
 }
 
 async function child(args: string[]): Promise<{ proc: ChildProcess; ready: Record<string, unknown> }> {
@@ -179,6 +204,10 @@ async function stop(proc: ChildProcess): Promise<void> {
 interface RoundResult {
   readonly cps: Record<Path, number>;
   readonly cpuPerCallUs: Record<Path, number>;
+  /** Scavenges per 1 000 calls. */
+  readonly scavengesPerK: Record<Path, number>;
+  /** Main-thread GC pause per call, µs. */
+  readonly gcPerCallUs: Record<Path, number>;
   readonly ratio: number;
   readonly addedCpuUs: number;
 }
@@ -212,8 +241,8 @@ async function overhead(o: {
       };
       try {
         const total: Record<Path, Block> = {
-          raw: { calls: 0, errors: 0, elapsedMs: 0, cpuUs: 0 },
-          mesh: { calls: 0, errors: 0, elapsedMs: 0, cpuUs: 0 },
+          raw: { calls: 0, errors: 0, elapsedMs: 0, cpuUs: 0, scavenges: 0, gcMs: 0 },
+          mesh: { calls: 0, errors: 0, elapsedMs: 0, cpuUs: 0, scavenges: 0, gcMs: 0 },
         };
         for (const p of shuffle(["raw", "mesh"] as const, random))
           await run(clients[p], o.concurrency, o.warmupMs);
@@ -230,6 +259,8 @@ async function overhead(o: {
               errors: t.errors + s.errors,
               elapsedMs: t.elapsedMs + s.elapsedMs,
               cpuUs: t.cpuUs + s.cpuUs,
+              scavenges: t.scavenges + s.scavenges,
+              gcMs: t.gcMs + s.gcMs,
             };
           }
           pairs.push({
@@ -241,6 +272,14 @@ async function overhead(o: {
         out.push({
           cps: { raw: cps(total.raw), mesh: cps(total.mesh) },
           cpuPerCallUs: { raw: cpu(total.raw), mesh: cpu(total.mesh) },
+          scavengesPerK: {
+            raw: (total.raw.scavenges / total.raw.calls) * 1000,
+            mesh: (total.mesh.scavenges / total.mesh.calls) * 1000,
+          },
+          gcPerCallUs: {
+            raw: (total.raw.gcMs * 1000) / total.raw.calls,
+            mesh: (total.mesh.gcMs * 1000) / total.mesh.calls,
+          },
           ratio: cps(total.mesh) / cps(total.raw),
           addedCpuUs: cpu(total.mesh) - cpu(total.raw),
         });
@@ -452,7 +491,19 @@ async function main(): Promise<void> {
   const addedCpu = median(pairs.map((p) => p.addedCpuUs));
   printTable(
     `unary calls at c=${o.concurrency} (per round, all its blocks)`,
-    ["round", "raw calls/s", "mesh calls/s", "ratio", "raw CPU µs/call", "mesh CPU µs/call", "+CPU µs/call"],
+    [
+      "round",
+      "raw calls/s",
+      "mesh calls/s",
+      "ratio",
+      "raw CPU µs/call",
+      "mesh CPU µs/call",
+      "+CPU µs/call",
+      "scavenges/1k raw",
+      "mesh",
+      "GC µs/call raw",
+      "mesh",
+    ],
     rounds.map((r, i) => [
       String(i + 1),
       fmt(r.cps.raw, 0),
@@ -461,6 +512,10 @@ async function main(): Promise<void> {
       fmt(r.cpuPerCallUs.raw, 1),
       fmt(r.cpuPerCallUs.mesh, 1),
       fmt(r.addedCpuUs, 2),
+      fmt(r.scavengesPerK.raw, 2),
+      fmt(r.scavengesPerK.mesh, 2),
+      fmt(r.gcPerCallUs.raw, 1),
+      fmt(r.gcPerCallUs.mesh, 1),
     ]),
   );
   printTable(
