@@ -320,7 +320,7 @@ async function ownWork(calls: number, repeats: number): Promise<{ passthroughUs:
     start(md: grpc.Metadata, listener: grpc.InterceptingListener) {
       this.#listener = listener;
       const leg = (md.getOptions() as { [kLeg]?: PickedLeg })[kLeg];
-      if (leg !== undefined && !(leg.target(binding) instanceof Error)) leg.started();
+      if (leg !== undefined && !(leg.target(binding) instanceof Error)) leg.started(md);
     }
     sendMessageWithContext() {}
     sendMessage() {}

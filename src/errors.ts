@@ -509,8 +509,10 @@ function isPlain(value: object): boolean {
  * `value` with every entry under a secret key redacted: the same value when
  * there is none, else a copy (of plain objects and arrays, to depth 8 and
  * 1 000 entries; what lies beyond is dropped rather than risked).
+ *
+ * @internal Also what the admin endpoint shows the configuration through.
  */
-function redactValue(value: unknown): unknown {
+export function redactValue(value: unknown): unknown {
   try {
     return redactedCopy(value);
   } catch {

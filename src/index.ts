@@ -12,6 +12,8 @@
 
 // Creating and using a mesh.
 export {
+  type AdminAddress,
+  type AdminOption,
   type BackendSpec,
   type ConfigWarning,
   ENV,
@@ -109,6 +111,18 @@ export type { BackoffOptions, BulkheadOptions, HedgingOptions } from "./resilien
 export type { FailureRateOptions, HealthState, HealthView } from "./routing/health.js";
 export type { BalancerPolicy, DistributeRule, PriorityLabel, SlowStartOptions } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
+// Observability: span attributes, metrics, events and describe() parts.
+export type { ClusterDescription, TierDescription } from "./telemetry/describe.js";
+export {
+  type DiscoveryErrorEvent,
+  type DiscoveryRecoveredEvent,
+  type EndpointEjectedEvent,
+  type EndpointRestoredEvent,
+  EventChannels,
+  type FailoverEndedEvent,
+  type FailoverStartedEvent,
+} from "./telemetry/events.js";
+export { METER_NAME, Metric } from "./telemetry/metrics.js";
 export { Attr, TRACER_NAME } from "./telemetry/tracing.js";
 export type { MaterialSpec, MaterialSpecs } from "./tls/material.js";
 // Mutual TLS and the egress guard.

@@ -14,7 +14,10 @@ import {
   getGlobalDispatcher as undiciGetGlobalDispatcher,
   setGlobalDispatcher as undiciSetGlobalDispatcher,
 } from "undici";
+import { configView } from "./admin/config-view.js";
+import { AdminServer } from "./admin/server.js";
 import { type MeshOptions, type ResolvedConfig, resolveConfig } from "./config/config.js";
+import { configInForce } from "./config/defaults.js";
 import { registerBuiltinDiscoveryKinds } from "./discovery/builtins.js";
 import type { ClusterStatus, DiscoveryBackend } from "./discovery/discovery.js";
 import type { Endpoint } from "./discovery/endpoint.js";
@@ -25,6 +28,18 @@ import { ConfigError, MeshClosedError, ServiceNotFoundError } from "./errors.js"
 import { CallPolicy } from "./resilience/policy.js";
 import { HealthTracker, type HealthView } from "./routing/health.js";
 import { Balancer, type BalancerOptions, TierMap } from "./routing/router.js";
+import type { Subscription } from "./subscription.js";
+import { type ClusterDescription, describeService, type TierDescription } from "./telemetry/describe.js";
+import {
+  type DiscoveryErrorEvent,
+  type DiscoveryRecoveredEvent,
+  type EndpointEjectedEvent,
+  type EndpointRestoredEvent,
+  type FailoverEndedEvent,
+  type FailoverStartedEvent,
+  MeshEvents,
+} from "./telemetry/events.js";
+import { addGaugeSource } from "./telemetry/metrics.js";
 import { createTlsPolicy } from "./tls/policy.js";
 import type { TlsDescription } from "./tls/tls.js";
 import { Connector } from "./transport/connector.js";
@@ -66,6 +81,8 @@ export interface SourceDescription {
   readonly ageMs: number | undefined;
   /** Its last error, while failing. */
   readonly error: string | undefined;
+  /** The code of its last error, while failing (`MESHLINK_ERR_DISCOVERY`). */
+  readonly errorCode: string | undefined;
   /** Per-cluster freshness, for backends that ask several clusters. */
   readonly clusters: readonly ClusterStatus[] | undefined;
 }
@@ -76,6 +93,16 @@ export interface ServiceDescription {
   readonly service: string;
   /** The merged state. */
   readonly state: ServiceState;
+  /** Milliseconds since the freshest answer of any backend; undefined before the first. */
+  readonly ageMs: number | undefined;
+  /** True when the best tier the service has does not take all of its traffic (spill-over or failover). */
+  readonly failover: boolean;
+  /** True when a tier that takes traffic is in panic (picks ignore health). */
+  readonly panic: boolean;
+  /** Each tier's size, health and share of the traffic, as the router computes them. */
+  readonly tiers: readonly TierDescription[];
+  /** Each cluster's endpoints and how many are available. */
+  readonly clusters: readonly ClusterDescription[];
   /** Where the endpoints came from. */
   readonly sources: readonly SourceDescription[];
   /** Every endpoint, in the router's order. */
@@ -86,6 +113,10 @@ export interface ServiceDescription {
 export interface EndpointDescription {
   /** `cluster/address:port`. */
   readonly id: string;
+  /** Its address. */
+  readonly address: string;
+  /** Its port. */
+  readonly port: number;
   /** Its cluster. */
   readonly cluster: string;
   /** Its region. */
@@ -102,7 +133,9 @@ export interface EndpointDescription {
   readonly ready: boolean;
   /** True when the router may send a call to it now. */
   readonly available: boolean;
-  /** Its health. */
+  /** Why not, when not available: `ejected`, `probing`, `not-ready`, `terminating`. */
+  readonly unavailableReason: string | undefined;
+  /** Its health (state, ejections, EWMA latency, requests in flight), at the same time as `available`. */
   readonly health: HealthView;
 }
 
@@ -117,6 +150,8 @@ export interface MeshDescription {
     /** Failover regions, in order. */
     readonly failover: readonly string[];
   };
+  /** When the snapshot was taken (ISO time). */
+  readonly time: string;
   /** The discovery backends, by name. */
   readonly backends: readonly string[];
   /** Every service the mesh has resolved so far. */
@@ -168,12 +203,31 @@ export interface Mesh {
    * when no backend knows it, {@link DiscoveryError} when every backend failed.
    */
   resolve(name: string, port?: number | string): Promise<ResolvedEndpoint[]>;
-  /** A JSON snapshot: services, endpoints, health, discovery staleness. */
+  /** A JSON snapshot: services, endpoints, health, tier loads, discovery staleness. */
   describe(): MeshDescription;
-  /** The configuration in force. */
+  /** The configuration in force, every default written out. */
   readonly config: ResolvedConfig;
   /** gRPC: targets, `register(grpc)`, credentials and interceptors for @grpc/grpc-js clients. */
   readonly grpc: MeshGrpc;
+  // Observability (issue 13): events and the admin endpoint.
+  /** Outlier detection ejected an endpoint. Also on the `meshlink:endpoint:ejected` diagnostics channel. */
+  onEndpointEjected(listener: (event: EndpointEjectedEvent) => void): Subscription;
+  /** An ejected endpoint answered its probe. Also on `meshlink:endpoint:restored`. */
+  onEndpointRestored(listener: (event: EndpointRestoredEvent) => void): Subscription;
+  /** A service's traffic started leaving its best tier. Also on `meshlink:failover:started`. */
+  onFailoverStarted(listener: (event: FailoverStartedEvent) => void): Subscription;
+  /** A service's best tier takes all its traffic again. Also on `meshlink:failover:ended`. */
+  onFailoverEnded(listener: (event: FailoverEndedEvent) => void): Subscription;
+  /** A discovery backend started failing for a service. Also on `meshlink:discovery:error`. */
+  onDiscoveryError(listener: (event: DiscoveryErrorEvent) => void): Subscription;
+  /** A failing discovery backend answers again. Also on `meshlink:discovery:recovered`. */
+  onDiscoveryRecovered(listener: (event: DiscoveryRecoveredEvent) => void): Subscription;
+  /**
+   * The admin endpoint's URL (`http://127.0.0.1:15090`) once it listens;
+   * undefined when it is off. Rejects with a {@link ConfigError} when it
+   * cannot listen (the error also goes to `meshlink:error`).
+   */
+  adminUrl(): Promise<string | undefined>;
   /** Stops every watch and closes every connection pool once calls in flight end. Idempotent. */
   close(): Promise<void>;
 }
@@ -229,6 +283,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     maxRequestsPerEndpoint: config.policy.bulkhead?.maxRequestsPerEndpoint,
   };
   const balancers = new Map<string, Balancer>();
+  const events = new MeshEvents(health, () => balancers.values());
   const registry = new Registry(backends, {
     settleTimeout: config.settleTimeout,
     idleTimeout: config.serviceIdleTimeout,
@@ -247,6 +302,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     if (b === undefined || b.closed) {
       b = new Balancer(registry.watch(name), tiers, health, balancerOptions);
       balancers.set(name.id, b);
+      events.follow(b);
     }
     return b;
   };
@@ -254,6 +310,10 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   // One connector opens every connection to an endpoint.
   const a = config.agent;
   const tls = createTlsPolicy(config.tls);
+  const gauges = addGaugeSource({
+    balancers: () => balancers.values(),
+    certificates: () => tls.describe().certificates,
+  });
   const egress = createEgressGuard(config.egress.options, config.egress.source);
   const connector = new Connector({
     timeout: a.connectTimeout,
@@ -300,37 +360,6 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       connectTimeout: a.connectTimeout,
     }));
 
-  const describeService = (b: Balancer): ServiceDescription => {
-    const snapshot = b.watch.snapshot;
-    const now = Date.now();
-    return {
-      service: snapshot.service.id,
-      state: snapshot.state,
-      sources: snapshot.sources.map((s) => ({
-        backend: s.backend,
-        state: s.state,
-        endpoints: s.endpoints.length,
-        stale: s.stale,
-        updatedAt: s.updatedAt === undefined ? undefined : new Date(s.updatedAt).toISOString(),
-        ageMs: s.updatedAt === undefined ? undefined : now - s.updatedAt,
-        error: s.error?.message,
-        clusters: s.clusters,
-      })),
-      endpoints: b.order().map((r) => ({
-        id: r.endpoint.id,
-        cluster: r.endpoint.cluster,
-        region: r.endpoint.locality.region,
-        zone: r.endpoint.locality.zone,
-        tier: r.tier.label,
-        weight: r.endpoint.weight,
-        backup: r.endpoint.backup,
-        ready: r.endpoint.ready,
-        available: r.available,
-        health: r.health,
-      })),
-    };
-  };
-
   // gRPC (transport/grpc/): the same balancers, health, policy, TLS and egress behind meshlink:// targets.
   const grpc = createGrpcTransport({
     policy,
@@ -342,10 +371,23 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   });
 
   let closing: Promise<void> | undefined;
+  const inForce = configInForce(config);
+  const admin =
+    config.admin === undefined
+      ? undefined
+      : new AdminServer(config.admin, {
+          describe: () => mesh.describe(),
+          resolve: async (name, port) => (await mesh.resolve(name, port)).map(resolvedJson),
+          config: () =>
+            configView(
+              config,
+              backends.map((b) => b.name),
+            ),
+        });
 
-  return {
+  const mesh: Mesh = {
     dispatcher,
-    config,
+    config: inForce,
     grpc,
     get httpAgent() {
       return agents().http;
@@ -353,6 +395,13 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     get httpsAgent() {
       return agents().https;
     },
+    onEndpointEjected: (listener) => events.on("meshlink:endpoint:ejected", listener),
+    onEndpointRestored: (listener) => events.on("meshlink:endpoint:restored", listener),
+    onFailoverStarted: (listener) => events.on("meshlink:failover:started", listener),
+    onFailoverEnded: (listener) => events.on("meshlink:failover:ended", listener),
+    onDiscoveryError: (listener) => events.on("meshlink:discovery:error", listener),
+    onDiscoveryRecovered: (listener) => events.on("meshlink:discovery:recovered", listener),
+    adminUrl: () => (admin === undefined ? Promise.resolve(undefined) : admin.url()),
     fetch(input, init) {
       let options: RequestInit = fetchInit;
       if (init !== undefined) {
@@ -388,10 +437,12 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       }));
     },
     describe() {
+      const now = Date.now();
       return {
         locality: { region: config.region, zone: config.zone, failover: config.failover },
+        time: new Date(now).toISOString(),
         backends: backends.map((b) => b.name),
-        services: [...balancers.values()].map(describeService),
+        services: [...balancers.values()].map((b) => describeService(b, now)),
         tls: tls.describe(),
         egress: egress.rules,
       };
@@ -399,6 +450,9 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     close() {
       closing ??= (async () => {
         grpc.close();
+        gauges.dispose();
+        events.close();
+        await admin?.close();
         await registry.close();
         // Once the calls in flight end, nothing of the mesh's pools is needed:
         // destroy them, connections still being made to a dead host included
@@ -411,6 +465,18 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       })();
       return closing;
     },
+  };
+  return mesh;
+}
+
+/** A resolved endpoint as the admin endpoint returns it (the endpoint's fields flattened). */
+function resolvedJson(r: ResolvedEndpoint): Record<string, unknown> {
+  return {
+    ...r.endpoint,
+    tier: r.tier,
+    available: r.available,
+    unavailableReason: r.unavailableReason,
+    health: r.health,
   };
 }
 

@@ -13,6 +13,7 @@ import type { DiscoveryBackend } from "../discovery/discovery.js";
 import { ConfigError } from "../errors.js";
 import { type ResolvedTls, resolveTlsOptions, type TlsOptions } from "../tls/options.js";
 import { type EgressOptions, egressOptionsSchema } from "../transport/egress.js";
+import { type AdminAddress, type AdminOption, parseAdminAddress } from "./admin.js";
 import { parseConfigText, readConfigText } from "./file.js";
 import {
   LOCALITY,
@@ -26,6 +27,7 @@ import {
 } from "./schema.js";
 import { parseOptions } from "./validate.js";
 
+export type { AdminAddress, AdminOption } from "./admin.js";
 export { MAX_CONFIG_FILE_BYTES } from "./file.js";
 export type { OutlierConfig, PolicyConfig, RoutingConfig } from "./schema.js";
 
@@ -39,6 +41,8 @@ export const ENV = {
   FAILOVER: "MESHLINK_FAILOVER",
   /** Path of a JSON or YAML config file. */
   CONFIG: "MESHLINK_CONFIG",
+  /** `host:port` of the read-only admin endpoint (loopback only). */
+  ADMIN: "MESHLINK_ADMIN",
 } as const;
 
 /** Options of `createMesh`. Every one is optional: the environment, the config file and defaults fill in. */
@@ -101,6 +105,14 @@ export interface MeshOptions {
    * metadata) and unspecified addresses are denied by default.
    */
   egress?: EgressOptions;
+  /**
+   * The read-only admin endpoint (JSON describe, resolve and config, see
+   * docs/observability.md): `host:port` on a loopback address, or
+   * `{ address, allowRemote: true }` for another one; `false` turns it off
+   * whatever `MESHLINK_ADMIN` says. Default `MESHLINK_ADMIN`, then the
+   * config file; off when none sets it.
+   */
+  admin?: AdminOption;
   /** Path of a JSON or YAML config file; default `MESHLINK_CONFIG`. */
   config?: string;
   /** The environment to read; default `process.env`. */
@@ -169,6 +181,8 @@ export interface ResolvedConfig {
    * `createMesh` emits each as a process warning.
    */
   readonly warnings: readonly ConfigWarning[];
+  /** Where the admin endpoint listens; undefined when it is off. */
+  readonly admin: AdminAddress | undefined;
 }
 
 /** A configuration that is allowed but probably not what was meant. */
@@ -226,11 +240,19 @@ const shared = {
   // Checked, with their own redaction, by resolveTlsOptions and createEgressGuard.
   tls: z.unknown().optional(),
   egress: z.unknown().optional(),
+  admin: z
+    .union([
+      z.literal(false),
+      z.string().min(1),
+      z.strictObject({ address: z.string().min(1), allowRemote: z.boolean().optional() }),
+    ])
+    .optional(),
 };
 
 // Discovery entries are checked by `backendSpecsOf`, on the raw values: a
 // zod record copies keys into a plain object, where `__proto__` vanishes.
-const fileSchema = z.strictObject({ ...shared, discovery: z.array(z.unknown()).optional() });
+/** @internal The schema of a config file (for `meshlink config check`). */
+export const fileSchema = z.strictObject({ ...shared, discovery: z.array(z.unknown()).optional() });
 
 const optionsSchema = z.strictObject({
   ...shared,
@@ -259,26 +281,28 @@ const KIND = /^[a-z][a-z0-9-]*$/;
  * an unknown one is reported where the kind registry is consulted.
  */
 function backendSpecsOf(entries: readonly unknown[], file: string): BackendSpec[] {
-  return entries.map((entry, i) => {
-    const at = `${file}: discovery[${i}]`;
-    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
-      throw new ConfigError(
-        at,
-        entry,
-        "each discovery entry maps one backend kind to its options, e.g. `- static: {…}`",
-      );
-    }
-    const keys = Object.keys(entry);
-    if (keys.length !== 1) {
-      throw new ConfigError(at, keys, `names ${keys.length} backend kinds; each entry names exactly one`);
-    }
-    const kind = keys[0]!;
-    if (!KIND.test(kind)) {
-      throw new ConfigError(at, kind, "not a discovery backend kind: lowercase letters, digits and '-' only");
-    }
-    const options = Object.getOwnPropertyDescriptor(entry, kind)?.value;
-    return { kind, options, source: `${at}.${kind}` };
-  });
+  return entries.map((entry, i) => backendSpecOf(entry, `${file}: discovery[${i}]`));
+}
+
+/** @internal One entry of a `discovery` list; `at` names it (`<file>: discovery[0]`). */
+export function backendSpecOf(entry: unknown, at: string): BackendSpec {
+  if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+    throw new ConfigError(
+      at,
+      entry,
+      "each discovery entry maps one backend kind to its options, e.g. `- static: {…}`",
+    );
+  }
+  const keys = Object.keys(entry);
+  if (keys.length !== 1) {
+    throw new ConfigError(at, keys, `names ${keys.length} backend kinds; each entry names exactly one`);
+  }
+  const kind = keys[0]!;
+  if (!KIND.test(kind)) {
+    throw new ConfigError(at, kind, "not a discovery backend kind: lowercase letters, digits and '-' only");
+  }
+  const options = Object.getOwnPropertyDescriptor(entry, kind)?.value;
+  return { kind, options, source: `${at}.${kind}` };
 }
 
 function envLocality(
@@ -388,6 +412,7 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
             }
           : { options: {}, source: "egress" },
     warnings,
+    admin: resolveAdmin(opts.admin, env[ENV.ADMIN], file?.admin, file?.path),
   };
 }
 
@@ -432,4 +457,23 @@ function localityWarnings(
     });
   }
   return warnings;
+}
+
+/** The admin address from the option, `MESHLINK_ADMIN` or the file, in that order; `false` anywhere first turns it off. */
+function resolveAdmin(
+  option: AdminOption | undefined,
+  envValue: string | undefined,
+  fileValue: AdminOption | undefined,
+  filePath: string | undefined,
+): AdminAddress | undefined {
+  if (option !== undefined) return adminOf(option, "admin");
+  if (envValue !== undefined && envValue.trim() !== "") return parseAdminAddress(envValue, ENV.ADMIN);
+  if (fileValue !== undefined) return adminOf(fileValue, `${filePath}: admin`);
+  return undefined;
+}
+
+function adminOf(value: AdminOption, source: string): AdminAddress | undefined {
+  if (value === false) return undefined;
+  if (typeof value === "string") return parseAdminAddress(value, source);
+  return parseAdminAddress(value.address, `${source}.address`, value.allowRemote === true);
 }

@@ -157,7 +157,32 @@ export function didYouMean(key: string, known: readonly string[]): string | unde
 export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = innermost(result.error.issues[0] as unknown as Issue);
+  throw issueError(schema, value, prefix, result.error.issues[0] as unknown as Issue, result.error);
+}
+
+/**
+ * Every problem of `value` against `schema`, one {@link ConfigError} per
+ * zod issue, worded as {@link parseOptions} words the first; empty when
+ * the value is valid. For `meshlink config check`, which reports them all.
+ *
+ * @internal
+ */
+export function validationErrors(schema: z.ZodType, value: unknown, prefix: string): ConfigError[] {
+  const result = schema.safeParse(value);
+  if (result.success) return [];
+  return result.error.issues.map((issue) =>
+    issueError(schema, value, prefix, issue as unknown as Issue, result.error),
+  );
+}
+
+function issueError(
+  schema: z.ZodType,
+  value: unknown,
+  prefix: string,
+  first: Issue,
+  cause: unknown,
+): ConfigError {
+  const issue = innermost(first);
   const what = prefix.includes(": ") ? "field" : "option";
   if (issue.code === "unrecognized_keys" && issue.keys && issue.keys.length > 0) {
     const [key, ...others] = issue.keys as [string, ...string[]];
@@ -170,9 +195,9 @@ export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, pre
       (others.length > 0
         ? ` (also unknown: ${others.slice(0, 5).map(keyText).join(", ")}${others.length > 5 ? ", …" : ""})`
         : "");
-    throw new ConfigError(pathString(prefix, path), valueAt(value, path), problem, { cause: result.error });
+    return new ConfigError(pathString(prefix, path), valueAt(value, path), problem, { cause });
   }
-  throw new ConfigError(pathString(prefix, issue.path), valueAt(value, issue.path), issue.message, {
-    cause: result.error,
+  return new ConfigError(pathString(prefix, issue.path), valueAt(value, issue.path), issue.message, {
+    cause,
   });
 }

@@ -14,8 +14,7 @@
 
 import { setMaxListeners } from "node:events";
 import { parseOptions } from "../config/validate.js";
-import { DiscoveryError } from "../errors.js";
-import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "./discovery.js";
+import type { DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "./discovery.js";
 import {
   type DnsDiscoveryOptions,
   dnsDiscoverySchema,
@@ -40,6 +39,7 @@ import {
   nativeTransport,
 } from "./dns/transport.js";
 import type { Endpoint } from "./endpoint.js";
+import { ClusterAnnouncer, Wakeup } from "./merge.js";
 import type { ServiceName } from "./names.js";
 
 export type { DnsCluster, DnsDiscoveryOptions } from "./dns/options.js";
@@ -189,14 +189,8 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
       sessions.add(end);
       aborts.add(signal, end);
 
-      let dirty = false;
-      let wake: (() => void) | undefined;
-      const wakeUp = () => {
-        dirty = true;
-        const w = wake;
-        wake = undefined;
-        w?.();
-      };
+      const wakeup = new Wakeup();
+      const wakeUp = wakeup.notify;
       stop.signal.addEventListener("abort", wakeUp, { once: true });
       const ctx: RefreshContext = {
         settings,
@@ -210,14 +204,6 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
         },
       };
       const states = settings.clusters.map(pendingState);
-      const failedUpdate = (failing: readonly ClusterState[], clusters: readonly ClusterStatus[]) =>
-        ({
-          kind: "failed",
-          error: new DiscoveryError(settings.name, service.key, failing.map(describeError).join("; "), {
-            cause: failing[0]?.error,
-          }),
-          clusters,
-        }) as const;
 
       try {
         for (const state of states) {
@@ -230,7 +216,7 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
             state.error = new DnsQueryError("EUNKNOWN", `creating a DNS client: ${(err as Error)?.message}`, {
               cause: err,
             });
-            dirty = true;
+            wakeUp();
             continue;
           }
           leased.push(cluster);
@@ -248,12 +234,10 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
         // Only an A/AAAA answer says whether the service exists; an SRV
         // NXDOMAIN may only mean that the port name does not.
         const decidesClaim = service.kind !== "consul" && service.portName === undefined;
-        let lastKey: string | undefined;
-        let lastFailure = "";
+        const announcer = new ClusterAnnouncer<string>(settings.name, service);
         while (!stop.signal.aborted) {
-          if (!dirty) await new Promise<void>((resolve) => (wake = resolve));
+          await wakeup.changed();
           if (stop.signal.aborted) return;
-          dirty = false;
 
           // The first snapshot waits for every cluster to answer or fail (a
           // lookup is bounded by timeout × tries): a remote cluster that
@@ -262,31 +246,17 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
           if (states.some((s) => s.status === "pending")) continue;
           const endpoints = states.flatMap((s) => s.endpoints);
           const failing = states.filter((s) => s.status === "failed");
-          const failure = failing.map(describeError).join("; ");
-          const key = setKey(endpoints);
-          const clusters = Object.freeze(states.map(statusOf));
-          // A set-change update goes out when the set changed, or when the
-          // last failure has cleared (the registry then drops its stale mark).
-          // A first answer that is empty because clusters failed is only a
-          // failure: saying "not found" would be a guess.
-          const announce =
-            lastKey === undefined
-              ? endpoints.length > 0 || failing.length === 0
-              : key !== lastKey || (lastFailure !== "" && failing.length === 0);
-          if (announce) {
-            lastKey = key;
-            lastFailure = "";
-            if (endpoints.length === 0 && failing.length === 0 && decidesClaim) claimed.delete(service.key);
-            yield endpoints.length > 0
-              ? { kind: "bound", endpoints: Object.freeze(endpoints), clusters }
-              : { kind: "not-found", clusters };
-            if (stop.signal.aborted) return;
-          }
-          // A bound update clears the registry's stale mark, so a failure
-          // still going on is said again after it.
-          if (failing.length > 0 && failure !== lastFailure) {
-            lastFailure = failure;
-            yield failedUpdate(failing, clusters);
+          const round = {
+            endpoints,
+            key: setKey(endpoints),
+            failure: failing.map(describeError).join("; "),
+            cause: failing[0]?.error,
+            clusters: Object.freeze(states.map(statusOf)),
+          };
+          for (const update of announcer.updates(round)) {
+            if (update.kind === "not-found" && round.failure === "" && decidesClaim)
+              claimed.delete(service.key);
+            yield update;
             if (stop.signal.aborted) return;
           }
         }

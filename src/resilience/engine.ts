@@ -81,35 +81,22 @@ export class PerTryTimeoutError extends Error {
   }
 }
 
-/** The reason a hedge race's loser is cancelled with. */
-export class HedgeLostError extends Error {
-  /** @internal */
-  constructor() {
-    super("another attempt of this call answered first");
-    this.name = "HedgeLostError";
-  }
-}
-
 /**
- * Why a service's balancer picked no endpoint: a full bulkhead, the
- * discovery error when every backend failed before it ever answered, an
- * unknown (or still pending) service, or no healthy endpoint. Shared by the
- * engine and by transports that must say why before any call (grpc-js's
- * TRANSIENT_FAILURE picker).
+ * Why a pick found no endpoint, as the error the caller gets: a full
+ * bulkhead, the discovery error when every backend failed before it ever
+ * answered, an unknown service, or no healthy endpoint (with the attempts
+ * made so far). Shared by every transport.
  */
 export function noEndpointError(
-  route: ServiceRoute,
-  maxRequestsPerEndpoint: number,
+  route: Pick<ServiceRoute, "name" | "balancer">,
+  policy: CallPolicy,
   records: readonly AttemptRecord[],
 ): Error {
   const balancer = route.balancer;
   const key = route.name.key;
-  if (balancer.saturated) {
-    return new BulkheadFullError(key, "endpoint", maxRequestsPerEndpoint);
-  }
+  if (balancer.saturated) return new BulkheadFullError(key, "endpoint", policy.maxRequestsPerEndpoint);
   const snapshot = balancer.watch.snapshot;
   if (snapshot.endpoints.length === 0) {
-    // Every backend failed before it ever answered: the discovery error is the reason.
     const failed = snapshot.sources.find((s) => s.error !== undefined);
     if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
     if (snapshot.state === "not-found" || snapshot.state === "pending") {
@@ -122,8 +109,22 @@ export function noEndpointError(
   return new NoHealthyEndpointError(key, snapshot.endpoints.length, records);
 }
 
-/** How an attempt's outcome is accounted to its endpoint's health. */
-type Outcome = FailureKind | "status" | "success";
+/** The reason a hedge race's loser is cancelled with. */
+export class HedgeLostError extends Error {
+  /** @internal */
+  constructor() {
+    super("another attempt of this call answered first");
+    this.name = "HedgeLostError";
+  }
+}
+
+/**
+ * How an attempt's outcome is accounted to its endpoint's health: a
+ * failure kind (`other`: said nothing of the endpoint, as a cancelled or
+ * abandoned attempt), a failure status, or a success.
+ */
+export type AttemptOutcome = FailureKind | "status" | "success";
+type Outcome = AttemptOutcome;
 
 /** The most reused-connection failures one call retries without charging anyone. */
 const MAX_STALE_RETRIES = 2;
@@ -152,6 +153,10 @@ export abstract class EngineAttempt extends TimerEntry {
   timeoutMs = 0;
   /** Milliseconds to response headers, once known. */
   latency = -1;
+  /** The response status, once headers arrived; 0 before. */
+  status = 0;
+  /** What telemetry keeps for the attempt (its span), set and read by the transport only. */
+  trace: unknown = undefined;
 
   constructor(
     /** The call. */
@@ -223,6 +228,8 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   protected abortReason: Error | null = null;
   /** The call has ended (delivered its end or its error). */
   protected finished = false;
+  /** Something records this call (telemetry): only then is {@link EngineCall.noteSettled} called. */
+  protected observed = false;
   #current: A | undefined;
   #other: A | undefined;
   #deadlineTimer: CallTimer | undefined;
@@ -288,6 +295,14 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   protected noteWinner(_attempt: A): void {}
   /** The call ended: with `err`, or well. */
   protected noteEnd(_err: Error | undefined): void {}
+  /**
+   * `attempt` is over for health: `outcome` as accounted, `reason` as
+   * recorded (an error code, `status 503`; empty for a success or an
+   * attempt given up). Called once per attempt, and only when the
+   * transport set {@link EngineCall.observed}: a call nothing records
+   * skips it (a hook per attempt on the hot path cost some 40 ns).
+   */
+  protected noteSettled(_attempt: A, _outcome: AttemptOutcome, _reason: string): void {}
 
   /** Every endpoint attempt so far, with why each failed. */
   protected get records(): readonly AttemptRecord[] {
@@ -342,7 +357,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   }
 
   #noEndpoint(): Error {
-    return noEndpointError(this.route, this.policy.maxRequestsPerEndpoint, this.records);
+    return noEndpointError(this.route, this.policy, this.records);
   }
 
   #armHedge(now: number): void {
@@ -400,6 +415,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
       tracker.failure(a.health, reason, latency);
       (this.#records ??= []).push({ endpoint: a.endpoint.id, reason });
     }
+    if (this.observed) this.noteSettled(a, outcome, reason);
   }
 
   /** The attempt no longer waits for a response. */
@@ -586,6 +602,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   attemptResponse(a: A, status: number, retryAfter: number | undefined): boolean {
     if (a.abandoned !== null || this.finished) return false;
     a.responded = true;
+    a.status = status;
     this.route.timers.cancel(a);
     const policy = this.policy;
     const now = policy.now();

@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
-import { context, trace } from "@opentelemetry/api";
+import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createEndpoint } from "../../src/discovery/endpoint.js";
 import { staticDiscovery } from "../../src/discovery/static.js";
@@ -183,8 +183,9 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
       expect(reply.traceparent).toMatch(new RegExp(`^00-${parent.spanContext().traceId}-[0-9a-f]{16}-01$`));
       expect(reply.deadlineMs).toBeGreaterThan(0);
       expect(reply.deadlineMs).toBeLessThanOrEqual(4000);
-      const span = tracing.exporter.getFinishedSpans().find((s) => s.name === "meshlink.test.Echo/Echo")!;
-      expect(span.attributes).toMatchObject({
+      const spans = tracing.exporter.getFinishedSpans();
+      const call = spans.find((s) => s.name === "meshlink.test.Echo/Echo")!;
+      expect(call.attributes).toMatchObject({
         "rpc.system": "grpc",
         "rpc.service": "meshlink.test.Echo",
         "rpc.method": "Echo",
@@ -192,8 +193,41 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
         "meshlink.service": SERVICE,
         "meshlink.cluster": "home",
       });
-      // The server's parent is the call's span.
-      expect(reply.traceparent).toContain(span.spanContext().spanId);
+      // One client span per attempt, child of the call's: the server's parent.
+      const attempt = spans.find((s) => s.name === "meshlink.test.Echo/Echo attempt")!;
+      expect(attempt.kind).toBe(SpanKind.CLIENT);
+      expect(attempt.parentSpanContext?.spanId).toBe(call.spanContext().spanId);
+      expect(attempt.attributes).toMatchObject({
+        "rpc.system": "grpc",
+        "meshlink.cluster": "home",
+        "meshlink.attempt": 1,
+      });
+      expect(reply.traceparent).toContain(attempt.spanContext().spanId);
+    } finally {
+      tracing.uninstall();
+    }
+  });
+
+  it("traces a retried call as one call span with a span per attempt and why each one was made", async () => {
+    home[0]!.behavior = { kind: "status", code: grpc.status.UNAVAILABLE };
+    const tracing = installTracing();
+    try {
+      const c = client();
+      // Until the router sends a first attempt to the failing server (P2C picks either at first).
+      for (let i = 0; i < 20 && home[0]!.calls.length === 0; i++) await echo(c, "x");
+      const spans = tracing.exporter.getFinishedSpans();
+      const attempts = spans.filter((s) => s.name.endsWith(" attempt"));
+      const failed = attempts.find((s) =>
+        s.attributes["meshlink.endpoint"]?.toString().includes(home[0]!.address),
+      )!;
+      expect(failed.status.code).toBe(SpanStatusCode.ERROR);
+      const retry = attempts.find(
+        (s) => s.parentSpanContext?.spanId === failed.parentSpanContext?.spanId && s !== failed,
+      )!;
+      expect(retry.attributes).toMatchObject({ "meshlink.attempt": 2, "meshlink.attempt.cause": "retry" });
+      const call = spans.find((s) => s.spanContext().spanId === failed.parentSpanContext?.spanId)!;
+      expect(call.events.map((e) => e.name)).toContain("meshlink.retry");
+      expect(call.attributes).toMatchObject({ "rpc.grpc.status_code": 0, "meshlink.attempts": 2 });
     } finally {
       tracing.uninstall();
     }

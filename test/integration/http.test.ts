@@ -273,7 +273,10 @@ describe("trace context", () => {
     const [, traceId, spanId] = header.split("-");
     expect(traceId).toBe(appSpan.spanContext().traceId);
     const client = tracing.exporter.getFinishedSpans().find((s) => s.name === "GET")!;
-    expect(client.spanContext().spanId).toBe(spanId);
+    // The request carries its attempt's span, a child of the call's.
+    const attempt = tracing.exporter.getFinishedSpans().find((s) => s.name === "GET attempt")!;
+    expect(attempt.spanContext().spanId).toBe(spanId);
+    expect(attempt.parentSpanContext?.spanId).toBe(client.spanContext().spanId);
     expect(client.parentSpanContext?.spanId).toBe(appSpan.spanContext().spanId);
     expect(client.attributes).toMatchObject({
       "meshlink.service": "api.default",

@@ -12,6 +12,7 @@ import { createMesh, type Mesh } from "../../src/mesh.js";
 import { rejection } from "../helpers/assert.js";
 import { createTestCa, type Pem, startTlsServer, type TestCa, type TlsTestServer } from "../helpers/certs.js";
 import { startServer } from "../helpers/servers.js";
+import { installMetrics } from "../telemetry/metric-reader.js";
 
 const API_ID = "spiffe://cluster.local/ns/default/sa/api";
 const URL_ = "http://api.default.svc.cluster.local/hello";
@@ -178,6 +179,25 @@ describe("createMesh with tls strict mode from the environment", () => {
     expect(calls).toBeGreaterThan(0);
     expect(failed).toBe(0);
     expect(mesh.describe().tls.version).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe("createMesh TLS metrics", () => {
+  it("reports each certificate's time to expiry as a gauge", async () => {
+    const reader = installMetrics();
+    try {
+      const mesh = meshTo([{ address: good.address, port: good.port, cluster: "home", region: "home" }]);
+      const collected = await reader.collect();
+      const cert = collected.points("meshlink.tls.certificate.time_to_expiry", {
+        "meshlink.tls.role": "cert",
+      });
+      expect(cert).toHaveLength(1);
+      const notAfter = Date.parse(mesh.describe().tls.certificates.find((c) => c.role === "cert")!.notAfter);
+      // Seconds left, as of the collection.
+      expect(Math.abs((cert[0]!.value as number) - (notAfter - Date.now()) / 1000)).toBeLessThan(60);
+    } finally {
+      await reader.uninstall();
+    }
   });
 });
 

@@ -10,9 +10,9 @@
  */
 
 import { parseOptions } from "../../config/validate.js";
-import { DiscoveryError } from "../../errors.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { DiscoveryKindFactory } from "../kinds.js";
+import { ClusterAnnouncer, Wakeup } from "../merge.js";
 import type { ServiceName } from "../names.js";
 import { ConsulClient } from "./client.js";
 import { planService } from "./names.js";
@@ -114,14 +114,8 @@ export function createConsulBackend(
       signal.addEventListener("abort", onAbort, { once: true });
       closed.signal.addEventListener("abort", onAbort, { once: true });
 
-      let dirty = false;
-      let wake: (() => void) | undefined;
-      const notify = () => {
-        dirty = true;
-        const w = wake;
-        wake = undefined;
-        w?.();
-      };
+      const wakeup = new Wakeup();
+      const notify = wakeup.notify;
       stop.signal.addEventListener("abort", notify, { once: true });
       const held: { query: DatacenterQuery; release: () => void }[] = [];
 
@@ -131,39 +125,28 @@ export function createConsulBackend(
           yield { kind: "not-found" };
           // Held open until aborted: the name is not Consul's, and a watch
           // that ended would only be started again.
-          while (!stop.signal.aborted) await new Promise<void>((resolve) => (wake = resolve));
+          while (!stop.signal.aborted) await wakeup.changed();
           return;
         }
         for (const datacenter of plan.datacenters) {
           held.push(pool.acquire({ service: plan.service, datacenter, tags: plan.tags }, notify));
         }
         // A loop another watch started may have answered already.
-        dirty = true;
+        notify();
         const queries = held.map((h) => h.query);
-        const failedUpdate = (failing: readonly DatacenterQuery[], clusters: readonly ClusterStatus[]) =>
-          ({
-            kind: "failed",
-            error: new DiscoveryError(settings.name, service.key, failing.map(describeError).join("; "), {
-              cause: failing[0]?.error,
-            }),
-            clusters,
-          }) as const;
-
-        let lastKey: string | undefined;
-        let lastFailure = "";
+        const announcer = new ClusterAnnouncer<string>(settings.name, service);
         let graceStarted = false;
         let graceOver = false;
         while (!stop.signal.aborted) {
-          if (!dirty) await new Promise<void>((resolve) => (wake = resolve));
+          await wakeup.changed();
           if (stop.signal.aborted) return;
-          dirty = false;
 
           // The first snapshot waits for every datacenter to answer or fail
           // (the first query does not block), or for the grace after the
           // first answer: a remote datacenter answering first must not take
           // the first calls from the local one a moment behind it.
           const pending = queries.some((q) => q.status === "pending");
-          if (lastKey === undefined && pending) {
+          if (!announcer.announced && pending) {
             if (!graceStarted && queries.some((q) => q.status !== "pending")) {
               graceStarted = true;
               void delay(FIRST_ANSWER_GRACE, stop.signal).then(() => {
@@ -175,34 +158,20 @@ export function createConsulBackend(
           }
           const endpoints = queries.flatMap((q) => q.endpoints);
           const failing = queries.filter((q) => q.status === "failed");
-          const failure = failing.map(describeError).join("; ");
-          const key = endpointSetKey(endpoints);
-          const clusters = Object.freeze(queries.map(statusOf));
           if (service.kind === "kubernetes") {
             if (endpoints.length > 0) remember(service.key);
             else if (failing.length === 0) claimed.delete(service.key);
           }
-          // A set goes out when it changed, or when the last failure has
-          // cleared (the registry then drops its stale mark). A first answer
-          // that is empty because datacenters failed is only a failure.
-          // Nor is "not found" said while a datacenter has not answered.
-          const announce =
-            lastKey === undefined
-              ? endpoints.length > 0 || (failing.length === 0 && !pending)
-              : key !== lastKey || (lastFailure !== "" && failing.length === 0);
-          if (announce) {
-            lastKey = key;
-            lastFailure = "";
-            yield endpoints.length > 0
-              ? { kind: "bound", endpoints: Object.freeze(endpoints), clusters }
-              : { kind: "not-found", clusters };
-            if (stop.signal.aborted) return;
-          }
-          // A bound update clears the registry's stale mark, so a failure
-          // still going on is said again after it.
-          if (failing.length > 0 && failure !== lastFailure) {
-            lastFailure = failure;
-            yield failedUpdate(failing, clusters);
+          const round = {
+            endpoints,
+            key: endpointSetKey(endpoints),
+            failure: failing.map(describeError).join("; "),
+            cause: failing[0]?.error,
+            clusters: Object.freeze(queries.map(statusOf)),
+            pending,
+          };
+          for (const update of announcer.updates(round)) {
+            yield update;
             if (stop.signal.aborted) return;
           }
         }

@@ -14,9 +14,10 @@
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { parseOptions } from "../../config/validate.js";
-import { DiscoveryError, type ErrorCode, KubernetesError, type KubernetesErrorReason } from "../../errors.js";
+import { type ErrorCode, KubernetesError, type KubernetesErrorReason } from "../../errors.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { Endpoint } from "../endpoint.js";
+import { ClusterAnnouncer, Wakeup } from "../merge.js";
 import type { ServiceName } from "../names.js";
 import { ApiClient } from "./client.js";
 import {
@@ -245,14 +246,8 @@ export function createKubernetesBackend(
       signal.addEventListener("abort", onAbort, { once: true });
       closed.signal.addEventListener("abort", onAbort, { once: true });
 
-      let dirty = true;
-      let wake: (() => void) | undefined;
-      const notify = () => {
-        dirty = true;
-        const w = wake;
-        wake = undefined;
-        w?.();
-      };
+      const wakeup = new Wakeup();
+      const notify = wakeup.notify;
       stop.signal.addEventListener("abort", notify, { once: true });
 
       const views: ClusterView[] = [];
@@ -260,7 +255,7 @@ export function createKubernetesBackend(
         if (service.namespace === undefined) {
           // A Consul name: not a Kubernetes service.
           yield { kind: "not-found" };
-          while (!stop.signal.aborted) await new Promise<void>((resolve) => (wake = resolve));
+          while (!stop.signal.aborted) await wakeup.changed();
           return;
         }
         const request: PortRequest = { port: service.port, portName: service.portName };
@@ -276,12 +271,10 @@ export function createKubernetesBackend(
             portError: undefined,
           });
         }
-        let last: readonly Endpoint[] | undefined;
-        let lastFailure = "";
+        const announcer = new ClusterAnnouncer<readonly Endpoint[]>(name, service, sameEndpoints);
         while (!stop.signal.aborted) {
-          if (!dirty) await new Promise<void>((resolve) => (wake = resolve));
+          await wakeup.changed();
           if (stop.signal.aborted) return;
-          dirty = false;
           const states = views.map((v) => stateOf(v, request));
           // The first snapshot waits for every cluster to answer or fail: a
           // remote cluster answering first must not take the first calls away
@@ -289,27 +282,15 @@ export function createKubernetesBackend(
           if (states.some((s) => s.pending)) continue;
           const endpoints = states.flatMap((s) => s.endpoints);
           const failing = states.filter((s) => s.error !== undefined);
-          const failure = failing.map((s) => s.status.error).join("; ");
-          const clusters = Object.freeze(states.map((s) => s.status));
-          const announce =
-            last === undefined
-              ? endpoints.length > 0 || failing.length === 0
-              : !sameEndpoints(endpoints, last) || (lastFailure !== "" && failing.length === 0);
-          if (announce) {
-            last = endpoints;
-            lastFailure = "";
-            yield endpoints.length > 0
-              ? { kind: "bound", endpoints: Object.freeze(endpoints), clusters }
-              : { kind: "not-found", clusters };
-            if (stop.signal.aborted) return;
-          }
-          if (failing.length > 0 && failure !== lastFailure) {
-            lastFailure = failure;
-            yield {
-              kind: "failed",
-              error: new DiscoveryError(name, service.key, failure, { cause: failing[0]!.error }),
-              clusters,
-            };
+          const round = {
+            endpoints,
+            key: endpoints,
+            failure: failing.map((s) => s.status.error || s.error!.message || s.error!.code).join("; "),
+            cause: failing[0]?.error,
+            clusters: Object.freeze(states.map((s) => s.status)),
+          };
+          for (const update of announcer.updates(round)) {
+            yield update;
             if (stop.signal.aborted) return;
           }
         }

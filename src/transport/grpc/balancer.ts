@@ -355,7 +355,7 @@ export function loadBalancerTypes(kit: GrpcKit): {
         queue = true;
       } else if (b.pick() === undefined && !b.saturated) {
         state = TRANSIENT_FAILURE;
-        message = noEndpointError(binding, binding.policy.maxRequestsPerEndpoint, []).message;
+        message = noEndpointError(binding, binding.policy, []).message;
       } else {
         state = this.#connectivity();
         if (state === TRANSIENT_FAILURE) message = "meshlink: no connection could be made to any endpoint";

@@ -20,17 +20,17 @@
  */
 
 import type { Endpoint } from "../../discovery/endpoint.js";
-import { EngineAttempt, EngineCall } from "../../resilience/engine.js";
+import { type AttemptOutcome, EngineAttempt, EngineCall } from "../../resilience/engine.js";
 import type { FailureKind } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { PickConstraints } from "../../routing/router.js";
-import { Attr } from "../../telemetry/tracing.js";
+import type { CallObserver } from "../../telemetry/call.js";
 import { classifyTlsRejection } from "../../tls/identity.js";
 import { parseHedge } from "../http/headers.js";
 import type { ServiceBinding } from "./binding.js";
 import type { MeshClientCall } from "./interceptor.js";
 import type { Leg } from "./leg.js";
-import { ANSWER, DEADLINE, GrpcStatusError, statusKind } from "./status.js";
+import { ANSWER, DEADLINE, GrpcStatusError, statusCodeOf, statusKind } from "./status.js";
 import type { GrpcMetadata as Metadata, GrpcStatusObject as StatusObject } from "./types.js";
 
 /** What the interceptor read from the call before it was bound. */
@@ -43,6 +43,8 @@ export interface GrpcCallSettings {
   readonly hedge: string | undefined;
   /** The call's deadline, epoch ms (`Infinity`: none). */
   readonly deadline: number;
+  /** The call's telemetry (spans per attempt, metrics), when something records. */
+  readonly observer: CallObserver | undefined;
 }
 
 /** One attempt of a gRPC call: one grpc-js call (a leg) to one endpoint. */
@@ -69,6 +71,9 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
   readonly #binding: ServiceBinding;
   /** Whether a resend stays allowed after a response message arrived. */
   readonly #afterMessage: boolean;
+  readonly #obs: CallObserver | undefined;
+  /** The status code the call ends with, once known. */
+  #code = -1;
 
   constructor(client: MeshClientCall, binding: ServiceBinding, settings: GrpcCallSettings) {
     const policy = binding.policy;
@@ -93,6 +98,13 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
         ? settings.deadline
         : Math.max(0, settings.deadline - Date.now());
     this.perTryTimeout = policy.perTryTimeout;
+    this.#obs = settings.observer;
+    this.observed = settings.observer !== undefined;
+  }
+
+  /** The call's observer, when something records. */
+  get observer(): CallObserver | undefined {
+    return this.#obs;
   }
 
   // The engine's transport side.
@@ -102,7 +114,9 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
   }
 
   protected createAttempt(endpoint: Endpoint, health: EndpointHealth, now: number): GrpcAttempt {
-    return new GrpcAttempt(this, endpoint, health, now);
+    const a = new GrpcAttempt(this, endpoint, health, now);
+    this.#obs?.attemptCreated(a, this.attempts + 1);
+    return a;
   }
 
   protected dispatchAttempt(a: GrpcAttempt, _timeoutMs: number): void {
@@ -123,40 +137,40 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
     return this.#binding.pickReady(constraints);
   }
 
+  // Telemetry: every note goes to the observer (issue 13's), which exists only when something records.
+
   protected override noteRetry(from: GrpcAttempt, kind: FailureKind | "status", next: Endpoint): void {
-    const span = this.client.span;
-    if (span.isRecording()) {
-      span.addEvent("meshlink.retry", {
-        [Attr.ENDPOINT]: from.endpoint.id,
-        "error.type": kind,
-        "meshlink.retry.endpoint": next.id,
-      });
-    }
+    this.#obs?.retry(from, kind, next);
   }
 
   protected override noteHedge(target: Endpoint): void {
-    const span = this.client.span;
-    if (span.isRecording()) span.addEvent("meshlink.hedge", { [Attr.ENDPOINT]: target.id });
+    this.#obs?.hedge(target);
   }
 
   protected override noteBudgetExhausted(): void {
-    const span = this.client.span;
-    if (span.isRecording()) span.addEvent("meshlink.retry_budget_exhausted");
+    this.#obs?.budgetExhausted();
   }
 
   protected override noteWinner(a: GrpcAttempt): void {
+    this.#obs?.winner(a, this.attempts);
+  }
+
+  protected override noteSettled(a: GrpcAttempt, outcome: AttemptOutcome, reason: string): void {
+    this.#obs?.settled(a, outcome, reason);
+  }
+
+  protected override noteEnd(err: Error | undefined): void {
     const span = this.client.span;
-    if (!span.isRecording()) return;
-    const e = a.endpoint;
-    span.setAttributes({
-      [Attr.ENDPOINT]: e.id,
-      [Attr.CLUSTER]: e.cluster,
-      [Attr.REGION]: e.locality.region,
-      [Attr.TIER]: this.route.balancer.tierOf(e).label,
-      [Attr.ATTEMPTS]: this.attempts,
-      "network.peer.address": e.address,
-      "network.peer.port": e.port,
-    });
+    if (span.isRecording()) {
+      span.setAttribute(
+        "rpc.grpc.status_code",
+        err === undefined ? Math.max(0, this.#code) : statusCodeOf(err),
+      );
+    }
+    const obs = this.#obs;
+    if (obs !== undefined) obs.end(err, this.attempts);
+    // A span that records nothing still ends (an SDK's sampler may have dropped it).
+    else span.end();
   }
 
   // What the interceptor reports.
@@ -166,9 +180,14 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
     return this.winner;
   }
 
-  /** @internal Response headers of a streaming response: true when this attempt's response is the caller's. */
+  /**
+   * @internal Response headers of a streaming response: true when this
+   * attempt's response is the caller's. (Its status is not known yet: 0
+   * until it ends. gRPC codes never collide with the HTTP statuses the
+   * policy retries.)
+   */
   commit(a: GrpcAttempt): boolean {
-    return this.attemptResponse(a, 200, undefined);
+    return this.attemptResponse(a, 0, undefined);
   }
 
   /** @internal A response message arrived (a unary one, held): from now only an idempotent call is resent. */
@@ -182,9 +201,11 @@ export class GrpcCall extends EngineCall<GrpcAttempt> {
     const kind = statusKind(status.code);
     if (kind === ANSWER) {
       if (a !== this.winner) {
-        if (!this.attemptResponse(a, 200, undefined)) return;
+        if (!this.attemptResponse(a, status.code, undefined)) return;
         this.client.emitHeld(a);
       }
+      a.status = status.code;
+      this.#code = status.code;
       if (this.attemptEnded(a)) this.client.emitStatus(status);
       return;
     }

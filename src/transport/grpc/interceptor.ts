@@ -18,16 +18,19 @@
  * @module
  */
 
-import type { Span } from "@opentelemetry/api";
+import type { Context, Span } from "@opentelemetry/api";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { CallPolicy } from "../../resilience/policy.js";
+import { CallObserver } from "../../telemetry/call.js";
+import { type MeshInstruments, meshInstruments } from "../../telemetry/metrics.js";
 import {
-  Attr,
   activeContext,
   contextWithSpan,
   endSpanWithError,
+  type HeaderList,
   NOOP_SPAN,
-  startClientSpan,
+  otelRegistered,
+  startCallSpan,
   tracerRegistered,
 } from "../../telemetry/tracing.js";
 import type { ServiceBinding } from "./binding.js";
@@ -36,7 +39,7 @@ import { attemptOptions, type CallControls, readControls } from "./controls.js";
 import type { GrpcKit } from "./kit.js";
 import { Leg } from "./leg.js";
 import { CallerCancelledError, GrpcStatusError, Status, statusOf } from "./status.js";
-import { injectMetadata, rpcAttributes, rpcSpanName } from "./trace.js";
+import { injectMetadata, rpcAttributes, rpcProtocol, rpcSpanName, setFields } from "./trace.js";
 import type {
   GrpcMessageContext,
   GrpcListener as InterceptingListener,
@@ -93,6 +96,8 @@ export class MeshClientCall {
   #listener: Partial<InterceptingListener> = {};
   #base: Metadata | undefined;
   #span: Span = NOOP_SPAN;
+  /** The caller's context when the call started (the parent of its span). */
+  #parent: Context | undefined;
   #first: Leg | undefined;
   #legs: Leg[] | undefined;
   #engine: GrpcCall | undefined;
@@ -118,7 +123,7 @@ export class MeshClientCall {
     this.#requestStream = def.requestStream;
   }
 
-  /** The call's client span (a no-op span while no SDK is registered). */
+  /** The call's span (a no-op span while no SDK is registered). */
   get span(): Span {
     return this.#span;
   }
@@ -151,9 +156,12 @@ export class MeshClientCall {
     this.#options = attemptOptions(this.#options, c);
 
     const parent = activeContext();
-    if (tracerRegistered()) {
-      this.#span = startClientSpan(rpcSpanName(this.path), parent, rpcAttributes(this.path));
+    this.#parent = parent;
+    // With no SDK registered there is nothing to record; the caller's own context still propagates.
+    if (otelRegistered() && tracerRegistered()) {
+      this.#span = startCallSpan(rpcSpanName(this.path), parent, rpcAttributes(this.path));
     }
+    // The call's context for every leg; a traced attempt's own replaces it when it is picked.
     injectMetadata(contextWithSpan(parent, this.#span), md);
     this.#base = md;
     const leg = new Leg(this, callerOptions);
@@ -251,17 +259,24 @@ export class MeshClientCall {
     const span = this.#span;
     if (span.isRecording()) {
       span.setAttributes({
-        [Attr.SERVICE]: binding.name.key,
+        "meshlink.service": binding.name.key,
         "server.address": binding.name.host,
         "server.port": binding.name.port ?? binding.name.portName ?? "",
       });
     }
+    let instruments: MeshInstruments | undefined;
+    if (otelRegistered()) instruments = meshInstruments();
+    const observer =
+      instruments !== undefined || span.isRecording()
+        ? new CallObserver(binding, span, this.#parent!, instruments, rpcProtocol(this.path, binding.name))
+        : undefined;
     const c = this.#controls!;
     const engine = new GrpcCall(this, binding, {
       idempotent: c.idempotent,
       neverResend: c.retry === false,
       hedge: c.hedge,
       deadline: c.deadline,
+      observer,
     });
     this.#engine = engine;
     this.#picking = true;
@@ -333,9 +348,8 @@ export class MeshClientCall {
   }
 
   #failed(status: StatusObject, err: Error): void {
+    // The span ended with the engine's call (its noteEnd).
     this.#each((leg) => leg.cancel(err));
-    this.#span.setAttribute("rpc.grpc.status_code", status.code);
-    endSpanWithError(this.#span, err);
     this.#listener.onReceiveStatus?.(status);
   }
 
@@ -348,8 +362,16 @@ export class MeshClientCall {
   /** @internal The winning attempt's status ends the call. */
   emitStatus(status: StatusObject): void {
     this.#mode = ENDED;
-    this.#end(status);
     this.#listener.onReceiveStatus?.(status);
+  }
+
+  /** @internal A traced attempt was picked: its metadata carries its own span's context, the server's parent. */
+  injectAttempt(a: GrpcAttempt, metadata: Metadata): void {
+    const obs = this.#engine?.observer;
+    if (obs === undefined) return;
+    const fields: HeaderList = [];
+    obs.inject(a, fields);
+    setFields(metadata, fields);
   }
 
   // The legs' side.
@@ -406,6 +428,7 @@ export class MeshClientCall {
     return true;
   }
 
+  /** Ends the span of a call that passed through (no engine call ends it). */
   #end(status: StatusObject): void {
     const span = this.#span;
     if (span === NOOP_SPAN) return;

@@ -61,10 +61,11 @@ export class Leg implements PickedLeg, MetadataOptions {
     return this.client.legTarget(this, binding);
   }
 
-  started(): boolean {
+  started(metadata: Metadata): boolean {
     const a = this.attempt;
     if (a === undefined || a.abandoned !== null || !a.call.attemptStarted(a)) return false;
     this.client.attemptStarted();
+    if (a.trace !== undefined) this.client.injectAttempt(a, metadata);
     return true;
   }
 

@@ -32,6 +32,7 @@ import {
 } from "./kit.js";
 import { Status, statusOf } from "./status.js";
 import type {
+  GrpcMetadata,
   GrpcPickArgs,
   GrpcPicker,
   GrpcPickResult,
@@ -53,8 +54,11 @@ export interface PickedLeg {
    * first pick of a call's first leg binds the call to `binding`.
    */
   target(binding: ServiceBinding): Endpoint | undefined | Error;
-  /** The pick completed: from now the request may reach the wire. False when the attempt was given up. */
-  started(): boolean;
+  /**
+   * The pick completed: from now the request may reach the wire (in
+   * `metadata`, the copy grpc-js sends). False when the attempt was given up.
+   */
+  started(metadata: GrpcMetadata): boolean;
   /** Why the picker failed the leg (its status is then UNAVAILABLE). */
   failure: Error | undefined;
 }
@@ -134,11 +138,11 @@ export class MeshPicker implements GrpcPicker {
 
   pick(args: GrpcPickArgs): GrpcPickResult {
     const leg = (args.metadata.getOptions() as { [kLeg]?: PickedLeg })[kLeg];
-    return leg === undefined ? this.#pick() : this.#pinned(leg);
+    return leg === undefined ? this.#pick() : this.#pinned(leg, args.metadata);
   }
 
   /** An engine attempt: the endpoint is chosen; find its subchannel. */
-  #pinned(leg: PickedLeg): GrpcPickResult {
+  #pinned(leg: PickedLeg, metadata: GrpcMetadata): GrpcPickResult {
     // The mesh forgot the service: this call goes on with the last plan, the next ones get a new binding.
     if (this.#binding.balancer.closed) this.#host.rebind();
     const target = leg.target(this.#binding);
@@ -154,7 +158,7 @@ export class MeshPicker implements GrpcPicker {
     } else {
       const state = entry.sub.getConnectivityState();
       if (state === READY) {
-        return leg.started() ? entry.complete : this.#drop(Status.CANCELLED, "attempt given up");
+        return leg.started(metadata) ? entry.complete : this.#drop(Status.CANCELLED, "attempt given up");
       }
       if (state === IDLE) this.#host.connect(target);
       if (state === IDLE || state === CONNECTING) return QUEUE;
@@ -173,8 +177,7 @@ export class MeshPicker implements GrpcPicker {
     if (b.closed) this.#host.rebind();
     if (this.#queue) return QUEUE;
     const e = binding.pickReady();
-    if (e === undefined)
-      return this.#fail(noEndpointError(binding, binding.policy.maxRequestsPerEndpoint, []));
+    if (e === undefined) return this.#fail(noEndpointError(binding, binding.policy, []));
     const entry = this.#entries.get(e.id);
     if (entry === undefined) return QUEUE;
     if (entry.sub === undefined) return this.#fail(entry.denied!);

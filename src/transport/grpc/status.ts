@@ -95,6 +95,16 @@ const CODE_OF: Readonly<Record<string, number>> = {
   [ErrorCodes.CLOSED]: Status.UNAVAILABLE,
 };
 
+/** The status code a call ends with for an error (as {@link statusOf} gives it, without building metadata). */
+export function statusCodeOf(err: Error): number {
+  if (err instanceof GrpcStatusError) return err.status.code;
+  if (err instanceof CallerCancelledError) return err.statusCode;
+  if (!isMeshError(err)) return Status.INTERNAL;
+  const cause = (err as RequestFailedError).cause;
+  if (err instanceof RequestFailedError && cause instanceof GrpcStatusError) return cause.status.code;
+  return CODE_OF[err.code] ?? Status.UNKNOWN;
+}
+
 /**
  * The status a call ends with for an error: an attempt's own status as it
  * came; the caller's cancel as asked; a meshlink error as its status code

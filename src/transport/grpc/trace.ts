@@ -10,6 +10,8 @@
  */
 
 import { type Attributes, type Context, propagation, type TextMapSetter, trace } from "@opentelemetry/api";
+import type { ServiceName } from "../../discovery/names.js";
+import type { ProtocolAttributes } from "../../telemetry/call.js";
 import { type HeaderList, injectHeaders } from "../../telemetry/tracing.js";
 import type { GrpcMetadata as Metadata } from "./types.js";
 
@@ -47,6 +49,33 @@ export function rpcAttributes(path: string): Attributes {
     "rpc.service": path.slice(path.startsWith("/") ? 1 : 0, Math.max(slash, 0)),
     "rpc.method": path.slice(slash + 1),
   };
+}
+
+/**
+ * gRPC's names for the call observer's attempt spans and metrics: each
+ * attempt is a client span (`pkg.Service/Method attempt`) with the `rpc.*`
+ * attributes; any status but OK is an error.
+ */
+export function rpcProtocol(path: string, service: ServiceName): ProtocolAttributes {
+  const attributes = rpcAttributes(path);
+  attributes["server.address"] = service.host;
+  attributes["server.port"] = service.port ?? service.portName ?? "";
+  return {
+    spanName: `${rpcSpanName(path)} attempt`,
+    attributes,
+    resendCount: undefined,
+    statusAttribute: "rpc.grpc.status_code",
+    isErrorStatus: grpcErrorStatus,
+  };
+}
+
+function grpcErrorStatus(code: number): boolean {
+  return code !== 0;
+}
+
+/** Writes an attempt's trace context into its metadata, replacing the call's. */
+export function setFields(metadata: Metadata, fields: HeaderList): void {
+  for (let i = 0; i < fields.length; i += 2) metadata.set(fields[i]!, fields[i + 1]!);
 }
 
 /** The span name of a gRPC call (`pkg.Service/Method`), as the semantic conventions have it. */

@@ -35,18 +35,20 @@ import { type Dispatcher, errors } from "undici";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { ConfigError, RequestFailedError } from "../../errors.js";
 import { parseTimeoutHeader, TIMEOUT_HEADER } from "../../resilience/deadline.js";
-import { EngineCall } from "../../resilience/engine.js";
+import { type AttemptOutcome, EngineCall } from "../../resilience/engine.js";
 import { classifyError, type FailureKind, isIdempotent } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
+// Telemetry (issue 13): the call's observer, made only when something records.
+import { CallObserver, type ProtocolAttributes } from "../../telemetry/call.js";
+import { type MeshInstruments, meshInstruments } from "../../telemetry/metrics.js";
 import {
-  Attr,
   activeContext,
   contextWithSpan,
-  endSpanWithError,
   type HeaderList,
   injectHeaders,
   NOOP_SPAN,
-  startClientSpan,
+  otelRegistered,
+  startCallSpan,
   tracerRegistered,
 } from "../../telemetry/tracing.js";
 import { classifyTlsRejection } from "../../tls/identity.js";
@@ -149,6 +151,8 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   /** The request body as attempts send it (an iterable wrapped for replay). */
   readonly #body: unknown;
   readonly #span: Span;
+  /** Spans of attempts and metrics; undefined when nothing records (no SDK). */
+  readonly #obs: CallObserver | undefined;
   /** The first attempt's dispatch options; a retry or a hedge copies them. */
   readonly #options: AttemptOptions;
   #optionsUsed = false;
@@ -222,18 +226,34 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     // With no SDK registered there is nothing to record: no attributes, no
     // span, no new context; the caller's own context (if any) still propagates.
     const parent = activeContext();
-    const span = tracerRegistered()
-      ? startClientSpan(method, parent, {
+    let span = NOOP_SPAN;
+    let url = "";
+    let instruments: MeshInstruments | undefined;
+    if (otelRegistered()) {
+      if (tracerRegistered()) {
+        url = `${route.protocol}//${route.host}${options.path}`;
+        span = startCallSpan(method, parent, {
           "http.request.method": method,
           "server.address": route.name.host,
           "server.port": route.name.port,
+          "url.full": url,
           "url.path": options.path,
-          [Attr.SERVICE]: route.name.key,
-        })
-      : NOOP_SPAN;
+          // A literal key: computed keys put the object on V8's slow path.
+          "meshlink.service": route.name.key,
+        });
+      }
+      instruments = meshInstruments();
+    }
     this.#span = span;
+    const obs =
+      instruments !== undefined || span.isRecording()
+        ? new CallObserver(route, span, parent, instruments, httpAttempt(method, url, route))
+        : undefined;
+    this.#obs = obs;
+    this.observed = obs !== undefined;
     const extra: HeaderList = (mask & H_HOST) !== 0 ? NO_HEADERS.slice() : route.hostHeader.slice();
-    injectHeaders(contextWithSpan(parent, span), extra);
+    // A traced call's attempts carry their own spans' context (see dispatchAttempt).
+    if (obs?.traced !== true) injectHeaders(contextWithSpan(parent, span), extra);
     // undici derives the TLS server name from a Host header with a regex
     // test per request; the route knows it already.
     if ((mask & H_HOST) === 0 && options.servername === undefined) options.servername = route.servername;
@@ -257,17 +277,23 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     this.perTryTimeout = callerTimeout ?? policy.perTryTimeout;
     options.headersTimeout = this.perTryTimeout;
     this.#options = options;
+    if (obs?.traced === true) {
+      obs.headerSource = source;
+      obs.headerExtra = extra;
+    }
   }
 
   override start(): void {
     const invalid = this.#invalid;
     if (invalid !== undefined) {
       this.finished = true;
-      this.#span.end();
-      if (typeof invalid === "string") this.#handler.onError!(new errors.InvalidArgumentError(invalid));
+      const err = typeof invalid === "string" ? new errors.InvalidArgumentError(invalid) : invalid;
+      if (this.#obs !== undefined) this.#obs.end(err, 0);
+      else this.#span.end();
+      if (typeof invalid === "string") this.#handler.onError!(err);
       else {
         this.deliverStart();
-        this.deliverError(invalid);
+        this.deliverError(err);
       }
       return;
     }
@@ -281,9 +307,11 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 
   protected createAttempt(endpoint: Endpoint, health: EndpointHealth, now: number): HttpAttempt {
-    return this.#legacy
+    const a = this.#legacy
       ? new LegacyAttempt(this, endpoint, health, now)
       : new Attempt(this, endpoint, health, now);
+    this.#obs?.attemptCreated(a, this.attempts + 1);
+    return a;
   }
 
   protected dispatchAttempt(a: HttpAttempt, timeoutMs: number): void {
@@ -300,6 +328,16 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
       options.headers = this.policy.propagateDeadline
         ? withHeaders(this.#baseHeaders, [TIMEOUT_HEADER, String(timeoutMs)])
         : this.#baseHeaders;
+    }
+    if (a.trace !== undefined) {
+      // The attempt's span is the server's parent: its headers carry that span's context.
+      const obs = this.#obs!;
+      const list = obs.headerExtra!.slice();
+      obs.inject(a, list);
+      if (this.deadlineAt !== Number.POSITIVE_INFINITY && this.policy.propagateDeadline) {
+        list.push(TIMEOUT_HEADER, String(timeoutMs));
+      }
+      options.headers = withHeaders(obs.headerSource as Headers, list);
     }
     try {
       this.#site.dispatch(options as unknown as Dispatcher.DispatchOptions, a as Handler);
@@ -323,42 +361,33 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     return !bodySent(this.#body);
   }
 
+  // Telemetry (issue 13): every note goes to the observer, which exists only when something records.
+
   protected override noteRetry(from: HttpAttempt, kind: FailureKind | "status", next: Endpoint): void {
-    if (this.#span.isRecording()) {
-      this.#span.addEvent("meshlink.retry", {
-        [Attr.ENDPOINT]: from.endpoint.id,
-        "error.type": kind,
-        "meshlink.retry.endpoint": next.id,
-      });
-    }
+    this.#obs?.retry(from, kind, next);
   }
 
   protected override noteHedge(target: Endpoint): void {
-    if (this.#span.isRecording()) this.#span.addEvent("meshlink.hedge", { [Attr.ENDPOINT]: target.id });
+    this.#obs?.hedge(target);
   }
 
   protected override noteBudgetExhausted(): void {
-    if (this.#span.isRecording()) this.#span.addEvent("meshlink.retry_budget_exhausted");
+    this.#obs?.budgetExhausted();
   }
 
   protected override noteWinner(a: HttpAttempt): void {
-    const span = this.#span;
-    if (!span.isRecording()) return;
-    const e = a.endpoint;
-    span.setAttributes({
-      [Attr.ENDPOINT]: e.id,
-      [Attr.CLUSTER]: e.cluster,
-      [Attr.REGION]: e.locality.region,
-      [Attr.TIER]: this.route.balancer.tierOf(e).label,
-      [Attr.ATTEMPTS]: this.attempts,
-      "network.peer.address": e.address,
-      "network.peer.port": e.port,
-    });
+    this.#obs?.winner(a, this.attempts);
+  }
+
+  protected override noteSettled(a: HttpAttempt, outcome: AttemptOutcome, reason: string): void {
+    this.#obs?.settled(a, outcome, reason);
   }
 
   protected override noteEnd(err: Error | undefined): void {
-    if (err === undefined) this.#span.end();
-    else endSpanWithError(this.#span, err);
+    const obs = this.#obs;
+    if (obs !== undefined) obs.end(err, this.attempts);
+    // A span that records nothing still ends (an SDK's sampler may have dropped it).
+    else this.#span.end();
   }
 
   /** @internal How an attempt's error reads: a reset on a reused connection before any response byte is `stale`. */
@@ -477,6 +506,27 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   get rawTrailers(): NonNullable<Dispatcher.DispatchController["rawTrailers"]> | null {
     return (this.winner as Attempt | undefined)?.controller?.rawTrailers ?? null;
   }
+}
+
+/** HTTP's names for attempt spans and statuses (made only for a call something records). */
+function httpAttempt(method: string, url: string, route: Route): ProtocolAttributes {
+  return {
+    spanName: `${method} attempt`,
+    attributes: {
+      "http.request.method": method,
+      "url.full": url,
+      "server.address": route.name.host,
+      "server.port": route.name.port,
+    },
+    resendCount: "http.request.resend_count",
+    statusAttribute: "http.response.status_code",
+    isErrorStatus: httpErrorStatus,
+  };
+}
+
+/** OpenTelemetry's rule for HTTP client spans: a status of 400 or more is an error. */
+function httpErrorStatus(status: number): boolean {
+  return status >= 400;
 }
 
 /**

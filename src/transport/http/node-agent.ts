@@ -34,15 +34,8 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { hostPort } from "../../discovery/endpoint.js";
-import {
-  type AttemptRecord,
-  BulkheadFullError,
-  MeshClosedError,
-  NoHealthyEndpointError,
-  RequestFailedError,
-  ServiceNotFoundError,
-} from "../../errors.js";
-import { PerTryTimeoutError } from "../../resilience/engine.js";
+import { type AttemptRecord, BulkheadFullError, MeshClosedError, RequestFailedError } from "../../errors.js";
+import { noEndpointError, PerTryTimeoutError } from "../../resilience/engine.js";
 import { classifyError } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { Connector } from "../connector.js";
@@ -325,7 +318,7 @@ class NodeCall {
     state.budget?.deposit();
     const endpoint = route.balancer.pick();
     if (endpoint === undefined) {
-      this.#fail(this.#noEndpoint());
+      this.#fail(noEndpointError(this.#route, this.#core.routes.policy, this.#records ?? []));
       return;
     }
     this.#use(endpoint);
@@ -335,27 +328,6 @@ class NodeCall {
   /** Fails a request that has no socket: it emits the error, then closes. */
   #fail(err: Error): void {
     (this.#req.onSocket as unknown as OnSocket)(null, err);
-  }
-
-  /** Why there is no endpoint to pick: the engine's reasons, in its order. */
-  #noEndpoint(): Error {
-    const balancer = this.#route.balancer;
-    const key = this.#route.name.key;
-    if (balancer.saturated) {
-      return new BulkheadFullError(key, "endpoint", this.#core.routes.policy.maxRequestsPerEndpoint);
-    }
-    const snapshot = balancer.watch.snapshot;
-    if (snapshot.endpoints.length === 0) {
-      const failed = snapshot.sources.find((s) => s.error !== undefined);
-      if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
-      if (snapshot.state === "not-found" || snapshot.state === "pending") {
-        return new ServiceNotFoundError(
-          key,
-          snapshot.sources.map((s) => s.backend),
-        );
-      }
-    }
-    return new NoHealthyEndpointError(key, snapshot.endpoints.length, this.#records ?? []);
   }
 
   /** The request goes to this endpoint now. */

@@ -1,0 +1,117 @@
+/**
+ * What every multi-cluster backend's watch does with its clusters' states
+ * (DNS servers, Consul datacenters, Kubernetes API servers): wake when any
+ * cluster changes, merge them into one set, and decide which full snapshots
+ * to yield — a set when it changed or when the last failure cleared, a
+ * failure when one starts or changes — so that the registry's stale marks
+ * and last-known-good sets mean the same for every backend.
+ *
+ * @module
+ */
+
+import { DiscoveryError } from "../errors.js";
+import type { ClusterStatus, DiscoveryUpdate } from "./discovery.js";
+import type { Endpoint } from "./endpoint.js";
+import type { ServiceName } from "./names.js";
+
+/**
+ * A watch loop's wake-up: any cluster calls {@link Wakeup.notify}; the loop
+ * awaits {@link Wakeup.changed}, which returns at once when something
+ * changed since the last time it returned.
+ */
+export class Wakeup {
+  #dirty = true;
+  #wake: (() => void) | undefined;
+
+  /** Something changed (an answer, a failure, an abort): wake the loop. */
+  readonly notify = (): void => {
+    this.#dirty = true;
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+  };
+
+  /** Resolves once something changed since it last resolved. */
+  async changed(): Promise<void> {
+    if (!this.#dirty) await new Promise<void>((resolve) => (this.#wake = resolve));
+    this.#dirty = false;
+  }
+}
+
+/** What every cluster says in one round of a watch loop. */
+export interface ClusterRound<K> {
+  /** Every cluster's endpoints together. */
+  readonly endpoints: readonly Endpoint[];
+  /** What identifies the set: a round whose key is the same (by the announcer's `same`) changed nothing. */
+  readonly key: K;
+  /** What is failing, for the error message; `""` when no cluster fails. */
+  readonly failure: string;
+  /** The first failing cluster's error, as the cause. */
+  readonly cause?: unknown;
+  /** Each cluster's state, for `describe()`. */
+  readonly clusters: readonly ClusterStatus[];
+  /** Some cluster has not answered yet: an empty set is then not yet "not found". */
+  readonly pending?: boolean;
+}
+
+/**
+ * Decides which snapshots a multi-cluster watch yields, round by round. A
+ * set goes out when it changed, or when the last failure has cleared (the
+ * registry then drops its stale mark); a first answer that is empty because
+ * clusters failed, or have not answered, is not "not found" — saying so would
+ * be a guess. A failure goes out when it starts or changes, and again after a
+ * set (which clears the registry's stale mark while the failure goes on).
+ */
+export class ClusterAnnouncer<K> {
+  readonly #backend: string;
+  readonly #service: ServiceName;
+  readonly #same: (a: K, b: K) => boolean;
+  #announced = false;
+  #lastKey: K | undefined;
+  #lastFailure = "";
+
+  /** `same` compares two rounds' keys; default `===`. */
+  constructor(backend: string, service: ServiceName, same: (a: K, b: K) => boolean = (a, b) => a === b) {
+    this.#backend = backend;
+    this.#service = service;
+    this.#same = same;
+  }
+
+  /** True once a set (bound or not-found) has gone out. */
+  get announced(): boolean {
+    return this.#announced;
+  }
+
+  /** The updates this round calls for, in order: none, a set, a failure, or both. */
+  updates(round: ClusterRound<K>): DiscoveryUpdate[] {
+    const out: DiscoveryUpdate[] = [];
+    const failing = round.failure !== "";
+    const empty = round.endpoints.length === 0;
+    const announce = !this.#announced
+      ? !empty || (!failing && round.pending !== true)
+      : !this.#same(round.key, this.#lastKey as K) || (this.#lastFailure !== "" && !failing);
+    if (announce) {
+      this.#announced = true;
+      this.#lastKey = round.key;
+      this.#lastFailure = "";
+      out.push(
+        empty
+          ? { kind: "not-found", clusters: round.clusters }
+          : {
+              kind: "bound",
+              endpoints: Object.freeze(round.endpoints as Endpoint[]),
+              clusters: round.clusters,
+            },
+      );
+    }
+    if (failing && round.failure !== this.#lastFailure) {
+      this.#lastFailure = round.failure;
+      out.push({
+        kind: "failed",
+        error: new DiscoveryError(this.#backend, this.#service.key, round.failure, { cause: round.cause }),
+        clusters: round.clusters,
+      });
+    }
+    return out;
+  }
+}
