@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createEndpoint } from "../../src/discovery/endpoint.js";
 import { staticDiscovery } from "../../src/discovery/static.js";
 import { ErrorCodes } from "../../src/errors.js";
@@ -171,68 +171,6 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
     expect(eu.every((s) => s.calls.length === 0)).toBe(true);
   });
 
-  it("lets the server see the trace id and the deadline", async () => {
-    const tracing = installTracing();
-    try {
-      const tracer = trace.getTracer("test");
-      const parent = tracer.startSpan("parent");
-      const reply = await context.with(trace.setSpan(context.active(), parent), () =>
-        echo(client(), "traced", { deadline: Date.now() + 4000 }),
-      );
-      parent.end();
-      expect(reply.traceparent).toMatch(new RegExp(`^00-${parent.spanContext().traceId}-[0-9a-f]{16}-01$`));
-      expect(reply.deadlineMs).toBeGreaterThan(0);
-      expect(reply.deadlineMs).toBeLessThanOrEqual(4000);
-      const spans = tracing.exporter.getFinishedSpans();
-      const call = spans.find((s) => s.name === "meshlink.test.Echo/Echo")!;
-      expect(call.attributes).toMatchObject({
-        "rpc.system": "grpc",
-        "rpc.service": "meshlink.test.Echo",
-        "rpc.method": "Echo",
-        "rpc.grpc.status_code": 0,
-        "meshlink.service": SERVICE,
-        "meshlink.cluster": "home",
-      });
-      // One client span per attempt, child of the call's: the server's parent.
-      const attempt = spans.find((s) => s.name === "meshlink.test.Echo/Echo attempt")!;
-      expect(attempt.kind).toBe(SpanKind.CLIENT);
-      expect(attempt.parentSpanContext?.spanId).toBe(call.spanContext().spanId);
-      expect(attempt.attributes).toMatchObject({
-        "rpc.system": "grpc",
-        "meshlink.cluster": "home",
-        "meshlink.attempt": 1,
-      });
-      expect(reply.traceparent).toContain(attempt.spanContext().spanId);
-    } finally {
-      tracing.uninstall();
-    }
-  });
-
-  it("traces a retried call as one call span with a span per attempt and why each one was made", async () => {
-    home[0]!.behavior = { kind: "status", code: grpc.status.UNAVAILABLE };
-    const tracing = installTracing();
-    try {
-      const c = client();
-      // Until the router sends a first attempt to the failing server (P2C picks either at first).
-      for (let i = 0; i < 20 && home[0]!.calls.length === 0; i++) await echo(c, "x");
-      const spans = tracing.exporter.getFinishedSpans();
-      const attempts = spans.filter((s) => s.name.endsWith(" attempt"));
-      const failed = attempts.find((s) =>
-        s.attributes["meshlink.endpoint"]?.toString().includes(home[0]!.address),
-      )!;
-      expect(failed.status.code).toBe(SpanStatusCode.ERROR);
-      const retry = attempts.find(
-        (s) => s.parentSpanContext?.spanId === failed.parentSpanContext?.spanId && s !== failed,
-      )!;
-      expect(retry.attributes).toMatchObject({ "meshlink.attempt": 2, "meshlink.attempt.cause": "retry" });
-      const call = spans.find((s) => s.spanContext().spanId === failed.parentSpanContext?.spanId)!;
-      expect(call.events.map((e) => e.name)).toContain("meshlink.retry");
-      expect(call.attributes).toMatchObject({ "rpc.grpc.status_code": 0, "meshlink.attempts": 2 });
-    } finally {
-      tracing.uninstall();
-    }
-  });
-
   it("sends the policy's deadline when the caller sets none", async () => {
     await mesh.close();
     mesh = createMesh({
@@ -333,27 +271,6 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
     expect(home[0]!.calls.length).toBeGreaterThan(0);
   });
 
-  it("passes calls through untouched on a channel that is not a mesh target, trace context included", async () => {
-    const tracing = installTracing();
-    try {
-      const direct = new EchoClient(
-        `${home[0]!.address}:${home[0]!.port}`,
-        grpc.credentials.createInsecure(),
-        {
-          interceptors: mesh.grpc.interceptors,
-        },
-      );
-      clients.push(direct);
-      const parent = trace.getTracer("test").startSpan("parent");
-      const reply = await context.with(trace.setSpan(context.active(), parent), () => echo(direct, "plain"));
-      parent.end();
-      expect(reply.server).toBe("home-1");
-      expect(reply.traceparent).toContain(parent.spanContext().traceId);
-    } finally {
-      tracing.uninstall();
-    }
-  });
-
   it("routes and fails over without the interceptors too", async () => {
     const c = client(mesh, { interceptors: false });
     const before = await Promise.all(Array.from({ length: 20 }, () => echo(c, "x")));
@@ -422,6 +339,83 @@ describe("MeshGrpc (real grpc-js servers in three clusters)", () => {
     } finally {
       await other.close();
     }
+  });
+  describe("with an OpenTelemetry SDK", () => {
+    // One SDK for these tests: meshlink's tracer keeps the provider it first delegated to.
+    let tracing: ReturnType<typeof installTracing>;
+    beforeAll(() => {
+      tracing = installTracing();
+    });
+    afterEach(() => tracing.exporter.reset());
+    afterAll(() => tracing.uninstall());
+
+    it("lets the server see the trace id and the deadline", async () => {
+      const tracer = trace.getTracer("test");
+      const parent = tracer.startSpan("parent");
+      const reply = await context.with(trace.setSpan(context.active(), parent), () =>
+        echo(client(), "traced", { deadline: Date.now() + 4000 }),
+      );
+      parent.end();
+      expect(reply.traceparent).toMatch(new RegExp(`^00-${parent.spanContext().traceId}-[0-9a-f]{16}-01$`));
+      expect(reply.deadlineMs).toBeGreaterThan(0);
+      expect(reply.deadlineMs).toBeLessThanOrEqual(4000);
+      const spans = tracing.exporter.getFinishedSpans();
+      const call = spans.find((s) => s.name === "meshlink.test.Echo/Echo")!;
+      expect(call.attributes).toMatchObject({
+        "rpc.system": "grpc",
+        "rpc.service": "meshlink.test.Echo",
+        "rpc.method": "Echo",
+        "rpc.grpc.status_code": 0,
+        "meshlink.service": SERVICE,
+        "meshlink.cluster": "home",
+      });
+      // One client span per attempt, child of the call's: the server's parent.
+      const attempt = spans.find((s) => s.name === "meshlink.test.Echo/Echo attempt")!;
+      expect(attempt.kind).toBe(SpanKind.CLIENT);
+      expect(attempt.parentSpanContext?.spanId).toBe(call.spanContext().spanId);
+      expect(attempt.attributes).toMatchObject({
+        "rpc.system": "grpc",
+        "meshlink.cluster": "home",
+        "meshlink.attempt": 1,
+      });
+      expect(reply.traceparent).toContain(attempt.spanContext().spanId);
+    });
+
+    it("traces a retried call as one call span with a span per attempt and why each one was made", async () => {
+      home[0]!.behavior = { kind: "status", code: grpc.status.UNAVAILABLE };
+      const c = client();
+      // Until the router sends a first attempt to the failing server (P2C picks either at first).
+      for (let i = 0; i < 20 && home[0]!.calls.length === 0; i++) await echo(c, "x");
+      const spans = tracing.exporter.getFinishedSpans();
+      const attempts = spans.filter((s) => s.name.endsWith(" attempt"));
+      const failed = attempts.find((s) =>
+        s.attributes["meshlink.endpoint"]?.toString().includes(home[0]!.address),
+      )!;
+      expect(failed.status.code).toBe(SpanStatusCode.ERROR);
+      const retry = attempts.find(
+        (s) => s.parentSpanContext?.spanId === failed.parentSpanContext?.spanId && s !== failed,
+      )!;
+      expect(retry.attributes).toMatchObject({ "meshlink.attempt": 2, "meshlink.attempt.cause": "retry" });
+      const call = spans.find((s) => s.spanContext().spanId === failed.parentSpanContext?.spanId)!;
+      expect(call.events.map((e) => e.name)).toContain("meshlink.retry");
+      expect(call.attributes).toMatchObject({ "rpc.grpc.status_code": 0, "meshlink.attempts": 2 });
+    });
+
+    it("passes calls through untouched on a channel that is not a mesh target, trace context included", async () => {
+      const direct = new EchoClient(
+        `${home[0]!.address}:${home[0]!.port}`,
+        grpc.credentials.createInsecure(),
+        {
+          interceptors: mesh.grpc.interceptors,
+        },
+      );
+      clients.push(direct);
+      const parent = trace.getTracer("test").startSpan("parent");
+      const reply = await context.with(trace.setSpan(context.active(), parent), () => echo(direct, "plain"));
+      parent.end();
+      expect(reply.server).toBe("home-1");
+      expect(reply.traceparent).toContain(parent.spanContext().traceId);
+    });
   });
 });
 
