@@ -37,6 +37,7 @@ const BENCHMARKS = [
   "consul",
   "kubernetes",
   "tls",
+  "grpc",
 ] as const;
 
 async function runOne(name: string, args: readonly string[]): Promise<number> {

@@ -138,6 +138,21 @@ export type {
   TlsMode,
 } from "./tls/tls.js";
 export { DEFAULT_EGRESS_DENY, type EgressOptions } from "./transport/egress.js";
+// gRPC (`mesh.grpc`): its types, and the trailer that carries a meshlink error's code.
+export {
+  GRPC_ERROR_METADATA,
+  type GrpcChannelCredentials,
+  type GrpcInterceptor,
+  type GrpcModule,
+  type GrpcTlsConnectOptions,
+  type GrpcTlsMaterial,
+  type GrpcTlsPolicy,
+  type GrpcTlsSource,
+  type GrpcTlsTarget,
+  type IdempotentMethods,
+  type MeshGrpc,
+  type SecureContextProvider,
+} from "./transport/grpc/grpc.js";
 export {
   HEDGE_HEADER,
   type MeshCallOptions,

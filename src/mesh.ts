@@ -44,6 +44,7 @@ import { createTlsPolicy } from "./tls/policy.js";
 import type { TlsDescription } from "./tls/tls.js";
 import { Connector } from "./transport/connector.js";
 import { createEgressGuard } from "./transport/egress.js";
+import { createGrpcTransport, type MeshGrpc } from "./transport/grpc/grpc.js";
 import type { HeaderControlsSwitch } from "./transport/http/call.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
 import { type MeshFetchInit, withCallOptions } from "./transport/http/headers.js";
@@ -206,6 +207,8 @@ export interface Mesh {
   describe(): MeshDescription;
   /** The configuration in force, every default written out. */
   readonly config: ResolvedConfig;
+  /** gRPC: targets, `register(grpc)`, credentials and interceptors for @grpc/grpc-js clients. */
+  readonly grpc: MeshGrpc;
   // Observability (issue 13): events and the admin endpoint.
   /** Outlier detection ejected an endpoint. Also on the `meshlink:endpoint:ejected` diagnostics channel. */
   onEndpointEjected(listener: (event: EndpointEjectedEvent) => void): Subscription;
@@ -357,6 +360,16 @@ export function createMesh(options: MeshOptions = {}): Mesh {
       connectTimeout: a.connectTimeout,
     }));
 
+  // gRPC (transport/grpc/): the same balancers, health, policy, TLS and egress behind meshlink:// targets.
+  const grpc = createGrpcTransport({
+    policy,
+    balancerFor: balancer,
+    closed: () => registry.closed,
+    tls,
+    egress,
+    metadataControls: config.policy.headerControls !== false,
+  });
+
   let closing: Promise<void> | undefined;
   const inForce = configInForce(config);
   const admin =
@@ -375,6 +388,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   const mesh: Mesh = {
     dispatcher,
     config: inForce,
+    grpc,
     get httpAgent() {
       return agents().http;
     },
@@ -435,6 +449,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     },
     close() {
       closing ??= (async () => {
+        grpc.close();
         gauges.dispose();
         events.close();
         await admin?.close();

@@ -34,7 +34,7 @@ import {
   ServiceNotFoundError,
 } from "../errors.js";
 import type { EndpointHealth } from "../routing/health.js";
-import type { Balancer } from "../routing/router.js";
+import type { Balancer, PickConstraints } from "../routing/router.js";
 import type { CallPolicy, FailureKind, ServiceCallState } from "./policy.js";
 import { TimerEntry, type TimerWheel } from "./timer.js";
 
@@ -273,6 +273,16 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /** True when the request (its body) can be sent again. */
   protected abstract resendable(): boolean;
 
+  /**
+   * Picks the endpoint of the next attempt (the first, a retry, a hedge)
+   * through the service's balancer. A transport that knows more than the
+   * router — grpc-js's subchannel connectivity — overrides it to prefer
+   * endpoints it can use at once, within the tier the router chose.
+   */
+  protected pickEndpoint(constraints?: PickConstraints): Endpoint | undefined {
+    return this.route.balancer.pick(constraints);
+  }
+
   // Observation hooks (telemetry); no-ops by default.
 
   /** A retry goes to `next` after `from` failed this way. */
@@ -337,7 +347,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     this.policy.admitted();
     this.#counted = true;
     state.budget?.deposit();
-    const endpoint = this.route.balancer.pick();
+    const endpoint = this.pickEndpoint();
     if (endpoint === undefined) {
       this.#fail(this.#noEndpoint());
       return;
@@ -463,7 +473,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
       if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
     }
     // An endpoint that failed the TLS identity or certificate check is never tried again by this call.
-    const next = this.route.balancer.pick({
+    const next = this.pickEndpoint({
       exclude: this.#triedIds(),
       avoidClusters: this.#badClusters,
       hard: kind === "tls" || this.#tlsFailed,
@@ -507,7 +517,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     if (this.finished || this.winner !== undefined || this.#inflight !== 1 || this.#next !== undefined)
       return;
     const budget = this.route.state.hedgeBudget;
-    const target = this.route.balancer.pick({ exclude: this.#triedIds(), hard: true });
+    const target = this.pickEndpoint({ exclude: this.#triedIds(), hard: true });
     if (target === undefined || !budget.tryWithdraw()) return;
     this.noteHedge(target);
     this.#launch(target, this.policy.now());
