@@ -33,12 +33,34 @@ export interface RunStats {
 export type ClientRequest =
   | { id: number; type: "setup"; spec: ClientSpec }
   | { id: number; type: "run"; concurrency: number; warmupMs: number; durationMs: number }
+  | { id: number; type: "series-start" }
+  | { id: number; type: "block"; concurrency: number; durationMs: number; record: boolean }
+  | { id: number; type: "series-end" }
   | { id: number; type: "profile"; concurrency: number; durationMs: number; file: string; intervalUs: number }
   | { id: number; type: "close" };
+
+/** One block of a series, as the parent sees it. */
+export interface BlockStats {
+  readonly requests: number;
+  readonly elapsedMs: number;
+  /** Client CPU over the block, µs. */
+  readonly cpuUs: number;
+}
 
 const MAX_SAMPLES = 4_000_000;
 const latencies = new Float64Array(MAX_SAMPLES);
 let setup: PathSetup | undefined;
+/** Latency samples recorded so far: from 0 in a plain run, accumulated over a series' blocks. */
+let recorded = 0;
+
+/** A series of short blocks: totals accumulated over its measured blocks. */
+const series = {
+  requests: 0,
+  errors: 0,
+  firstError: undefined as string | undefined,
+  elapsedMs: 0,
+  cpuUs: 0,
+};
 
 async function load(concurrency: number, durationMs: number, record: boolean) {
   const call = setup!.call;
@@ -55,7 +77,7 @@ async function load(concurrency: number, durationMs: number, record: boolean) {
         errors++;
         firstError ??= String((err as Error)?.stack ?? err);
       }
-      if (record && count < MAX_SAMPLES) latencies[count] = performance.now() - t0;
+      if (record && recorded < MAX_SAMPLES) latencies[recorded++] = performance.now() - t0;
       count++;
     }
   };
@@ -72,12 +94,14 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-async function run(concurrency: number, warmupMs: number, durationMs: number): Promise<RunStats> {
-  // Warm up (connections, JIT), then start the window with an empty heap.
-  if (warmupMs > 0) await load(concurrency, warmupMs, false);
-  gc();
-  const { count, errors, firstError, elapsedMs, cpu } = await load(concurrency, durationMs, true);
-  const n = Math.min(count, MAX_SAMPLES);
+function stats(
+  count: number,
+  errors: number,
+  firstError: string | undefined,
+  elapsedMs: number,
+  cpuUs: number,
+): RunStats {
+  const n = recorded;
   const sorted = latencies.subarray(0, n).sort();
   let sum = 0;
   for (let i = 0; i < n; i++) sum += sorted[i]!;
@@ -87,12 +111,41 @@ async function run(concurrency: number, warmupMs: number, durationMs: number): P
     firstError,
     elapsedMs,
     rps: (count / elapsedMs) * 1000,
-    cpuUs: count > 0 ? (cpu.user + cpu.system) / count : Number.NaN,
+    cpuUs: count > 0 ? cpuUs / count : Number.NaN,
     p50Us: percentile(sorted, 0.5) * 1000,
     p90Us: percentile(sorted, 0.9) * 1000,
     p99Us: percentile(sorted, 0.99) * 1000,
     meanUs: n > 0 ? (sum / n) * 1000 : Number.NaN,
   };
+}
+
+async function run(concurrency: number, warmupMs: number, durationMs: number): Promise<RunStats> {
+  // Warm up (connections, JIT), then start the window with an empty heap.
+  if (warmupMs > 0) await load(concurrency, warmupMs, false);
+  gc();
+  recorded = 0;
+  const { count, errors, firstError, elapsedMs, cpu } = await load(concurrency, durationMs, true);
+  return stats(count, errors, firstError, elapsedMs, cpu.user + cpu.system);
+}
+
+/**
+ * One block of a series. No forced GC between blocks: the garbage a path
+ * makes is paid for in its own blocks, as it would be in an application.
+ */
+async function block(concurrency: number, durationMs: number, record: boolean): Promise<BlockStats> {
+  const { count, errors, firstError, elapsedMs, cpu } = await load(concurrency, durationMs, record);
+  const cpuUs = cpu.user + cpu.system;
+  if (record) {
+    series.requests += count;
+    series.errors += errors;
+    series.firstError ??= firstError;
+    series.elapsedMs += elapsedMs;
+    series.cpuUs += cpuUs;
+  } else if (errors > 0) {
+    series.errors += errors;
+    series.firstError ??= firstError;
+  }
+  return { requests: count, elapsedMs, cpuUs };
 }
 
 async function handle(msg: ClientRequest): Promise<unknown> {
@@ -103,6 +156,15 @@ async function handle(msg: ClientRequest): Promise<unknown> {
       return { ok: true };
     case "run":
       return run(msg.concurrency, msg.warmupMs, msg.durationMs);
+    case "series-start":
+      gc();
+      recorded = 0;
+      Object.assign(series, { requests: 0, errors: 0, firstError: undefined, elapsedMs: 0, cpuUs: 0 });
+      return { ok: true };
+    case "block":
+      return block(msg.concurrency, msg.durationMs, msg.record);
+    case "series-end":
+      return stats(series.requests, series.errors, series.firstError, series.elapsedMs, series.cpuUs);
     case "profile": {
       await load(msg.concurrency, 500, false);
       gc();

@@ -89,7 +89,7 @@ export function printTable(
   rows: readonly (readonly string[])[],
 ): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const numeric = header.map((_, i) => rows.every((r) => /^[-+]?[\d.,x%µ-]*$/.test(r[i] ?? "")));
+  const numeric = header.map((_, i) => rows.every((r) => /^[-+]?[\d.,x%µ [\]−-]*$/.test(r[i] ?? "")));
   const line = (cells: readonly string[]) =>
     cells.map((c, i) => (numeric[i] && i > 0 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ");
   console.log(`\n${title}`);

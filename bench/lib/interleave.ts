@@ -1,34 +1,30 @@
 /**
- * Interleaved runs of client processes against one server process, and the
- * paired statistics over them: each round starts a fresh process per client
- * and runs every client once per concurrency, in an order drawn from a
- * seeded PRNG, so that slow drifts of a shared 2-core
- * machine hit every path alike; a ratio or a difference between two paths
- * is taken inside each round and the median over rounds is reported.
+ * Interleaved short blocks of client processes against one server process,
+ * and the paired statistics over them.
+ *
+ * A **run** starts a fresh process for every client. Then, at each
+ * concurrency and for each group of clients compared with each other, a
+ * **series**: the members take turns in short blocks (250 ms by default),
+ * the order reversed every cycle (A B, B A, A B, … for a pair), and each
+ * member's requests, time, CPU and latency samples are summed over its
+ * blocks. A ratio or a difference between two members is taken between
+ * those totals, within the series. Runs are repeated, and the spread of the
+ * per-run figures (median and interquartile range) is what is reported.
+ *
+ * Why: on a shared 2-core machine, and with Node's `fetch` drifting by
+ * itself (GC debt, JIT state) over seconds, long rounds of one path then
+ * the other gave ratios from 0.82 × to 0.95 × for the same code. Blocks a
+ * quarter of a second long, alternating, expose both members to the same
+ * load; fresh processes per run average one process's luck (JIT decisions,
+ * heap layout) over runs.
  *
  * @module
  */
 
 import type { RunStats } from "./client-worker.js";
-import { median } from "./common.js";
+import { quantile } from "./common.js";
 import type { ClientSpec } from "./paths.js";
 import { type ClientProcess, type ServerProcess, startClient } from "./procs.js";
-
-/** One client's run in one round, with the server's (and a proxy's) side. */
-export interface Round extends RunStats {
-  readonly round: number;
-  /** Server CPU per request, µs (the warm-up included: a fair average). */
-  readonly serverCpuUs: number;
-  /** Share of one core the server used over warm-up and run, %. */
-  readonly serverBusy: number;
-  /** A proxy's CPU per request, µs, when one is in the path. */
-  readonly proxyCpuUs: number | undefined;
-  /** Requests each server listener answered, warm-up included. */
-  readonly byListener: Readonly<Record<string, number>>;
-}
-
-/** Rounds by concurrency, then by client name. */
-export type Rounds = Record<number, Record<string, Round[]>>;
 
 /** A small seeded PRNG (mulberry32), so that a run's order can be reproduced. */
 export function prng(seed: number): () => number {
@@ -52,155 +48,260 @@ export function shuffle<T>(list: readonly T[], random: () => number): T[] {
   return out;
 }
 
-/**
- * The order of one round: groups in a random order, the members of each
- * group back to back in a random order, so that a path and its twin run
- * seconds apart and no path always follows the same one.
- */
-export function groupedOrder(groups: readonly (readonly string[])[], random: () => number): string[] {
-  return shuffle(groups, random).flatMap((g) => shuffle(g, random));
+/** One client's series: its totals over the measured blocks of one run, group and concurrency. */
+export interface Series extends RunStats {
+  readonly run: number;
+  /** Measured blocks. */
+  readonly blocks: number;
+  /** Server CPU per request over its blocks, µs. */
+  readonly serverCpuUs: number;
+  /** Share of one core the server used during its blocks, %. */
+  readonly serverBusy: number;
+  /** A proxy's CPU per request over its blocks, µs, when one is in the path. */
+  readonly proxyCpuUs: number | undefined;
+  /** Requests each server listener answered during its blocks. */
+  readonly byListener: Readonly<Record<string, number>>;
+  /** req/s and client CPU µs per request of each measured block, in order (to see drift). */
+  readonly perBlock: readonly { readonly rps: number; readonly cpuUs: number }[];
 }
 
-/** Options of {@link interleave}. */
-export interface InterleaveOptions {
-  /** The clients, by name: each round starts a fresh process for each. */
+/** A group's series: by concurrency, then client name, one per run. */
+export type GroupSeries = Record<number, Record<string, Series[]>>;
+
+/** Every group's series, in the order of {@link BlockOptions.groups}. */
+export interface Runs {
+  readonly groups: readonly (readonly string[])[];
+  readonly series: readonly GroupSeries[];
+}
+
+/** Options of {@link interleaveBlocks}. */
+export interface BlockOptions {
+  /** The clients, by name: each run starts a fresh process for each. */
   readonly specs: ReadonlyMap<string, ClientSpec>;
   readonly server: ServerProcess;
-  /** Clients that run back to back in a round. */
+  /** Clients compared with each other: they take turns block by block. A client may be in several. */
   readonly groups: readonly (readonly string[])[];
   readonly concurrencies: readonly number[];
-  readonly rounds: number;
-  readonly durationMs: number;
-  readonly warmupMs: number;
+  readonly runs: number;
+  /** Measured blocks per member in a series. */
+  readonly blocks: number;
+  /** Length of a block, ms. */
+  readonly blockMs: number;
+  /** Unmeasured cycles of blocks at the start of a series (connections, JIT at this concurrency). */
+  readonly warmupCycles: number;
   /** JIT warm-up of each fresh client process (at concurrency 16), ms. */
   readonly jitWarmupMs: number;
   readonly seed: number;
   /** A proxy's CPU so far, µs, for clients whose name is in `proxied`. */
   readonly proxyCpu?: () => number;
   readonly proxied?: ReadonlySet<string>;
-  /** Runs with the last round's clients before they close (profiles). */
-  readonly afterLastRound?: (clients: ReadonlyMap<string, ClientProcess>) => Promise<void>;
+  /** Runs with the last run's clients before they close (profiles). */
+  readonly afterLastRun?: (clients: ReadonlyMap<string, ClientProcess>) => Promise<void>;
+  /** Called after each run. */
+  readonly onRun?: (run: number) => void;
+}
+
+interface Totals {
+  serverUs: number;
+  served: number;
+  wallMs: number;
+  proxyUs: number;
+  byListener: Record<string, number>;
+  perBlock: { rps: number; cpuUs: number }[];
 }
 
 /**
- * Runs every client once per round at every concurrency. Each round starts
- * fresh client processes, so that one process's luck (JIT decisions, heap
- * layout) is averaged over rounds instead of biasing a path for the whole
- * run. Throws when a run saw errors.
+ * Runs every group at every concurrency in every run, in interleaved
+ * blocks; the order of concurrencies and groups is drawn from a seeded PRNG
+ * per run. Throws when a client saw errors.
  */
-export async function interleave(o: InterleaveOptions): Promise<Rounds> {
+export async function interleaveBlocks(o: BlockOptions): Promise<Runs> {
   const random = prng(o.seed);
-  const out: Rounds = {};
-  for (const c of o.concurrencies) out[c] = {};
-  for (let r = 0; r < o.rounds; r++) {
+  const series: GroupSeries[] = o.groups.map(() => {
+    const g: GroupSeries = {};
+    for (const c of o.concurrencies) g[c] = {};
+    return g;
+  });
+  const used = new Set(o.groups.flat());
+  for (let r = 0; r < o.runs; r++) {
     const clients = new Map<string, ClientProcess>();
     try {
       const started = await Promise.all(
-        [...o.specs].map(async ([name, spec]) => [name, await startClient(spec)] as const),
+        [...o.specs]
+          .filter(([name]) => used.has(name))
+          .map(async ([name, spec]) => [name, await startClient(spec)] as const),
       );
       for (const [name, client] of started) clients.set(name, client);
-      for (const name of groupedOrder(o.groups, random)) await clients.get(name)?.run(16, 0, o.jitWarmupMs);
-      for (const c of o.concurrencies) {
-        const byName = out[c]!;
-        for (const name of groupedOrder(o.groups, random)) {
-          const client = clients.get(name);
-          if (client === undefined) continue;
-          const proxied = o.proxied?.has(name) === true && o.proxyCpu !== undefined;
-          const s0 = await o.server.cpu();
-          const p0 = proxied ? o.proxyCpu!() : 0;
-          const stats = await client.run(c, o.warmupMs, o.durationMs);
-          const s1 = await o.server.cpu();
-          const p1 = proxied ? o.proxyCpu!() : 0;
-          if (stats.errors > 0)
-            throw new Error(`${name}: ${stats.errors} errors; first: ${stats.firstError}`);
-          const served = s1.requests - s0.requests;
-          const byListener: Record<string, number> = {};
-          for (const [k, v] of Object.entries(s1.byName)) byListener[k] = v - (s0.byName[k] ?? 0);
-          (byName[name] ??= []).push({
-            ...stats,
-            round: r,
-            serverCpuUs: (s1.us - s0.us) / served,
-            serverBusy: ((s1.us - s0.us) / 1000 / (o.durationMs + o.warmupMs)) * 100,
-            proxyCpuUs: proxied ? (p1 - p0) / served : undefined,
-            byListener,
-          });
+      for (const name of shuffle([...clients.keys()], random))
+        await clients.get(name)!.run(16, 0, o.jitWarmupMs);
+      for (const c of shuffle(o.concurrencies, random)) {
+        for (const gi of shuffle(
+          o.groups.map((_, i) => i),
+          random,
+        )) {
+          const members = shuffle(o.groups[gi]!, random);
+          const out = await runSeries(o, clients, members, c, r);
+          for (const [name, s] of out) (series[gi]![c]![name] ??= []).push(s);
         }
       }
-      if (r === o.rounds - 1) await o.afterLastRound?.(clients);
+      if (r === o.runs - 1) await o.afterLastRun?.(clients);
     } finally {
       await Promise.all([...clients.values()].map((c) => c.close()));
     }
-    console.log(`  round ${r + 1}/${o.rounds} done`);
+    o.onRun?.(r);
+  }
+  return { groups: o.groups, series };
+}
+
+async function runSeries(
+  o: BlockOptions,
+  clients: ReadonlyMap<string, ClientProcess>,
+  members: readonly string[],
+  concurrency: number,
+  run: number,
+): Promise<Map<string, Series>> {
+  const totals = new Map<string, Totals>();
+  for (const name of members) {
+    await clients.get(name)!.seriesStart();
+    totals.set(name, { serverUs: 0, served: 0, wallMs: 0, proxyUs: 0, byListener: {}, perBlock: [] });
+  }
+  const reversed = [...members].reverse();
+  let s0 = await o.server.cpu();
+  for (let cycle = 0; cycle < o.warmupCycles + o.blocks; cycle++) {
+    const record = cycle >= o.warmupCycles;
+    for (const name of cycle % 2 === 0 ? members : reversed) {
+      const client = clients.get(name)!;
+      const proxied = o.proxied?.has(name) === true && o.proxyCpu !== undefined;
+      const p0 = proxied ? o.proxyCpu!() : 0;
+      const t0 = performance.now();
+      const b = await client.block(concurrency, o.blockMs, record);
+      const wallMs = performance.now() - t0;
+      const p1 = proxied ? o.proxyCpu!() : 0;
+      const s1 = await o.server.cpu();
+      if (record) {
+        const t = totals.get(name)!;
+        t.serverUs += s1.us - s0.us;
+        t.served += s1.requests - s0.requests;
+        t.wallMs += wallMs;
+        t.proxyUs += p1 - p0;
+        for (const [k, v] of Object.entries(s1.byName))
+          t.byListener[k] = (t.byListener[k] ?? 0) + v - (s0.byName[k] ?? 0);
+        t.perBlock.push({ rps: (b.requests / b.elapsedMs) * 1000, cpuUs: b.cpuUs / b.requests });
+      }
+      s0 = s1;
+    }
+  }
+  const out = new Map<string, Series>();
+  for (const name of members) {
+    const stats = await clients.get(name)!.seriesEnd();
+    if (stats.errors > 0) throw new Error(`${name}: ${stats.errors} errors; first: ${stats.firstError}`);
+    const t = totals.get(name)!;
+    const proxied = o.proxied?.has(name) === true && o.proxyCpu !== undefined;
+    out.set(name, {
+      ...stats,
+      run,
+      blocks: o.blocks,
+      serverCpuUs: t.serverUs / t.served,
+      serverBusy: (t.serverUs / 1000 / t.wallMs) * 100,
+      proxyCpuUs: proxied ? t.proxyUs / t.served : undefined,
+      byListener: t.byListener,
+      perBlock: t.perBlock,
+    });
   }
   return out;
 }
 
-/** Medians over rounds for one client at one concurrency. */
+/** The spread of a figure over runs. */
+export interface Spread {
+  readonly median: number;
+  /** First quartile. */
+  readonly q1: number;
+  /** Third quartile. */
+  readonly q3: number;
+  /** Every run's value, in run order. */
+  readonly values: readonly number[];
+}
+
+/** Median and quartiles of a list. */
+export function spread(values: readonly number[]): Spread {
+  return { median: quantile(values, 0.5), q1: quantile(values, 0.25), q3: quantile(values, 0.75), values };
+}
+
+/** One client at one concurrency, over runs (from the first group it is in). */
 export interface Aggregate {
   readonly concurrency: number;
   readonly path: string;
-  readonly rps: number;
-  readonly p50Us: number;
-  readonly p99Us: number;
+  readonly rps: Spread;
+  readonly p50Us: Spread;
+  readonly p99Us: Spread;
   /** Client CPU per request, µs. */
-  readonly cpuUs: number;
-  readonly serverCpuUs: number;
-  readonly serverBusy: number;
-  readonly proxyCpuUs: number | undefined;
+  readonly cpuUs: Spread;
+  readonly serverCpuUs: Spread;
+  readonly serverBusy: Spread;
+  readonly proxyCpuUs: Spread | undefined;
   readonly errors: number;
 }
 
-/** Medians over rounds of every client at every concurrency. */
-export function aggregate(rounds: Rounds): Aggregate[] {
+/** Every client at every concurrency, over runs. */
+export function aggregate(runs: Runs): Aggregate[] {
   const out: Aggregate[] = [];
-  for (const [c, byName] of Object.entries(rounds)) {
-    for (const [path, rs] of Object.entries(byName)) {
-      const proxy = rs.map((x) => x.proxyCpuUs).filter((x): x is number => x !== undefined);
-      out.push({
-        concurrency: Number(c),
-        path,
-        rps: median(rs.map((x) => x.rps)),
-        p50Us: median(rs.map((x) => x.p50Us)),
-        p99Us: median(rs.map((x) => x.p99Us)),
-        cpuUs: median(rs.map((x) => x.cpuUs)),
-        serverCpuUs: median(rs.map((x) => x.serverCpuUs)),
-        serverBusy: median(rs.map((x) => x.serverBusy)),
-        proxyCpuUs: proxy.length > 0 ? median(proxy) : undefined,
-        errors: rs.reduce((s, x) => s + x.errors, 0),
-      });
+  const seen = new Set<string>();
+  runs.series.forEach((g) => {
+    for (const [c, byName] of Object.entries(g)) {
+      for (const [path, rs] of Object.entries(byName)) {
+        if (seen.has(`${c}\0${path}`)) continue;
+        seen.add(`${c}\0${path}`);
+        const proxy = rs.map((x) => x.proxyCpuUs).filter((x): x is number => x !== undefined);
+        out.push({
+          concurrency: Number(c),
+          path,
+          rps: spread(rs.map((x) => x.rps)),
+          p50Us: spread(rs.map((x) => x.p50Us)),
+          p99Us: spread(rs.map((x) => x.p99Us)),
+          cpuUs: spread(rs.map((x) => x.cpuUs)),
+          serverCpuUs: spread(rs.map((x) => x.serverCpuUs)),
+          serverBusy: spread(rs.map((x) => x.serverBusy)),
+          proxyCpuUs: proxy.length > 0 ? spread(proxy) : undefined,
+          errors: rs.reduce((s, x) => s + x.errors, 0),
+        });
+      }
     }
-  }
-  return out;
+  });
+  return out.sort((a, b) => a.concurrency - b.concurrency);
 }
 
-/** A client against its twin, paired within rounds. */
+/** A client against its twin, paired within each run's series. */
 export interface Comparison {
   readonly concurrency: number;
   readonly path: string;
   readonly twin: string;
   readonly why: string;
-  /** Median over rounds of rps(path) / rps(twin). */
-  readonly rpsRatio: number;
-  /** Median over rounds of p50(path) − p50(twin), µs. */
-  readonly addedP50Us: number;
-  /** Median over rounds of p99(path) − p99(twin), µs. */
-  readonly addedP99Us: number;
-  /** Median over rounds of cpu(path) − cpu(twin), µs per request (client process). */
-  readonly addedCpuUs: number;
+  /** rps(path) / rps(twin), per run. */
+  readonly rpsRatio: Spread;
+  /** p50(path) − p50(twin), µs, per run. */
+  readonly addedP50Us: Spread;
+  /** p99(path) − p99(twin), µs, per run. */
+  readonly addedP99Us: Spread;
+  /** cpu(path) − cpu(twin), µs per request (client process), per run. */
+  readonly addedCpuUs: Spread;
+  /** (client + proxy CPU of path) − (the same of twin), µs per request, per run. */
+  readonly addedTotalCpuUs: Spread;
 }
 
-/** Pairs `path` with `twin` at every concurrency where both ran. */
+/** Pairs `path` with `twin` in the first group that has both, at every concurrency. */
 export function compare(
-  rounds: Rounds,
+  runs: Runs,
   pairs: readonly { path: string; twin: string; why: string }[],
 ): Comparison[] {
   const out: Comparison[] = [];
-  for (const [c, byName] of Object.entries(rounds)) {
-    for (const { path, twin, why } of pairs) {
+  for (const { path, twin, why } of pairs) {
+    const gi = runs.groups.findIndex((g) => g.includes(path) && g.includes(twin));
+    if (gi < 0) continue;
+    for (const [c, byName] of Object.entries(runs.series[gi]!)) {
       const a = byName[path];
       const b = byName[twin];
       if (a === undefined || b === undefined) continue;
-      const paired = (f: (x: Round, y: Round) => number) => median(a.map((x, i) => f(x, b[i]!)));
+      const paired = (f: (x: Series, y: Series) => number) => spread(a.map((x, i) => f(x, b[i]!)));
       out.push({
         concurrency: Number(c),
         path,
@@ -210,8 +311,16 @@ export function compare(
         addedP50Us: paired((x, y) => x.p50Us - y.p50Us),
         addedP99Us: paired((x, y) => x.p99Us - y.p99Us),
         addedCpuUs: paired((x, y) => x.cpuUs - y.cpuUs),
+        addedTotalCpuUs: paired((x, y) => x.cpuUs + (x.proxyCpuUs ?? 0) - y.cpuUs - (y.proxyCpuUs ?? 0)),
       });
     }
   }
-  return out;
+  return out.sort((a, b) => a.concurrency - b.concurrency);
+}
+
+/** `median [q1, q3]` with `decimals`, for tables. */
+export function fmtSpread(s: Spread | undefined, decimals = 1): string {
+  if (s === undefined || !Number.isFinite(s.median)) return "-";
+  if (s.values.length < 3) return s.median.toFixed(decimals);
+  return `${s.median.toFixed(decimals)} [${s.q1.toFixed(decimals)}, ${s.q3.toFixed(decimals)}]`;
 }

@@ -27,7 +27,7 @@ export interface Nginx {
   readonly port: number;
   readonly pid: number;
   readonly version: string;
-  /** CPU used so far by the master and its workers, µs (from /proc; 10 ms ticks). */
+  /** CPU used so far by the master and its workers, µs (from /proc/<pid>/schedstat, ns). */
   cpuUs(): number;
   /** The generated config. */
   readonly config: string;
@@ -79,8 +79,22 @@ const TICKS_PER_SECOND = (() => {
   }
 })();
 
-/** utime + stime of a process, µs; 0 once it is gone. */
+/**
+ * CPU time of a process, µs; 0 once it is gone. From the scheduler's
+ * nanosecond account of its threads when
+ * the kernel keeps it, else utime + stime in 10 ms ticks, too coarse for
+ * blocks of a quarter of a second.
+ */
 function processCpuUs(pid: number): number {
+  try {
+    let ns = 0;
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+    }
+    if (Number.isFinite(ns) && ns > 0) return ns / 1000;
+  } catch {
+    // no schedstat: fall back to the ticks
+  }
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");

@@ -85,6 +85,12 @@ export const PATHS = {
     label: "global fetch, dispatcher: raw Agent (init option)",
     twin: undefined,
   },
+  "fetch+rewrite": {
+    family: "fetch",
+    meshed: false,
+    label: "global fetch, dispatcher: a Dispatcher subclass that only rewrites the origin (no compose)",
+    twin: "fetch+Agent",
+  },
   "mesh.fetch": {
     family: "fetch",
     meshed: true,
@@ -215,6 +221,31 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       needOrigin(spec);
       return {
         call: async () => (await fetch(url, init)).text(),
+        close: () => agent.close(),
+      };
+    }
+    case "fetch+rewrite": {
+      // The floor of any origin-rewriting dispatcher under fetch: fetch's own handler straight to the Agent.
+      const { Agent, Dispatcher } = await import("undici");
+      const agent = new Agent();
+      const target = needOrigin(spec);
+      class Rewrite extends Dispatcher {
+        override dispatch(
+          opts: DispatcherTypes.DispatchOptions,
+          handler: DispatcherTypes.DispatchHandler,
+        ): boolean {
+          return agent.dispatch({ ...opts, origin: target }, handler);
+        }
+        override close(): Promise<void> {
+          return agent.close();
+        }
+        override destroy(): Promise<void> {
+          return agent.destroy();
+        }
+      }
+      const init = { dispatcher: new Rewrite() } as unknown as RequestInit;
+      return {
+        call: async () => (await fetch(MESH_URL, init)).text(),
         close: () => agent.close(),
       };
     }

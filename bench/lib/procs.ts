@@ -8,7 +8,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
-import type { ClientRequest, RunStats } from "./client-worker.js";
+import type { BlockStats, ClientRequest, RunStats } from "./client-worker.js";
 import type { ClientSpec } from "./paths.js";
 import type { ProfileSummary } from "./profile.js";
 
@@ -78,6 +78,12 @@ export interface ClientProcess {
   readonly spec: ClientSpec;
   readonly pid: number;
   run(concurrency: number, warmupMs: number, durationMs: number): Promise<RunStats>;
+  /** Starts a series of blocks: empties the totals and collects garbage once. */
+  seriesStart(): Promise<unknown>;
+  /** Runs one block; its requests count in the series when `record`. */
+  block(concurrency: number, durationMs: number, record: boolean): Promise<BlockStats>;
+  /** The series' totals: requests, elapsed time and CPU summed, latencies pooled over its blocks. */
+  seriesEnd(): Promise<RunStats>;
   profile(
     concurrency: number,
     durationMs: number,
@@ -114,6 +120,9 @@ export async function startClient(spec: ClientSpec): Promise<ClientProcess> {
     spec,
     pid: child.pid!,
     run: (concurrency, warmupMs, durationMs) => ask({ type: "run", concurrency, warmupMs, durationMs }),
+    seriesStart: () => ask({ type: "series-start" }),
+    block: (concurrency, durationMs, record) => ask({ type: "block", concurrency, durationMs, record }),
+    seriesEnd: () => ask({ type: "series-end" }),
     profile: (concurrency, durationMs, file, intervalUs = 100) =>
       ask({ type: "profile", concurrency, durationMs, file, intervalUs }),
     async close() {

@@ -33,7 +33,7 @@ export interface FrameCost {
   readonly name: string;
   /** `file:line`, repository-relative; TypeScript lines for meshlink's own files. */
   readonly location: string;
-  /** Category: `meshlink`, `undici-compose`, `undici`, `otel`, `cockatiel`, `node`, `gc`, `native`, `idle`. */
+  /** Category: `meshlink`, `undici-compose`, `undici`, `node-undici` (Node's bundled undici), `otel`, `cockatiel`, `node`, `gc`, `native`, `idle`. */
   readonly category: string;
   /** Self time per request, µs. */
   readonly selfUs: number;
@@ -86,6 +86,8 @@ function categorize(url: string, name: string): string {
   if (url.includes("/node_modules/")) return "deps";
   if (url.includes("/src/") && url.startsWith("file:")) return "meshlink";
   if (url.startsWith("file:")) return "bench";
+  // Node's own bundled undici: global fetch's machinery.
+  if (url.includes("internal/deps/undici")) return "node-undici";
   return "node";
 }
 
