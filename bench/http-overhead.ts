@@ -26,6 +26,7 @@
 
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { loadavg } from "node:os";
 import { basename, join } from "node:path";
 import {
   BENCH_DIR,
@@ -115,6 +116,7 @@ const PROFILED: readonly PathId[] = [
 
 async function main(): Promise<void> {
   const flags = parseFlags();
+  const loadStart = loadavg().map((x) => Number(x.toFixed(2)));
   const smoke = flags.smoke;
   const concurrencies = listFlag(flags, "concurrency", ["1", "16", "64"]).map(Number);
   const runs = numberFlag(flags, "runs", smoke ? 1 : 5);
@@ -219,6 +221,10 @@ async function main(): Promise<void> {
       onRun: (r) =>
         console.log(`  run ${r + 1}/${runs} done (${((Date.now() - started) / 1000).toFixed(0)} s)`),
     });
+    const load = { start: loadStart, end: loadavg().map((x) => Number(x.toFixed(2))) };
+    console.log(
+      `\nload average (1/5/15 min) at the start ${load.start.join(" ")}, at the end ${load.end.join(" ")}`,
+    );
     const aggregates = aggregate(data);
     const comparisons = compare(data, comparisons_);
 
@@ -357,6 +363,7 @@ async function main(): Promise<void> {
       smoke,
       config: { concurrencies, runs, blocks, blockMs, warmupCycles, profileMs, profileCs, groups, seed },
       paths: Object.fromEntries(paths.map((p) => [p, PATHS[p]])),
+      load,
       aggregates,
       comparisons,
       targets,
