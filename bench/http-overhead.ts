@@ -14,14 +14,22 @@
  *
  *     npx tsx bench/http-overhead.ts [--smoke] [--strict] [--runs=5] [--blocks=16] [--block=250]
  *       [--warmup-cycles=1] [--concurrency=1,16,64] [--set=all|targets] [--paths=request+Pool,request+mesh]
- *       [--profile=3000|off] [--profile-c=1,16] [--seed=1]
+ *       [--profile=3000|off] [--profile-c=1,16] [--seed=1] [--baseline=<commit>[,…]]
+ *
+ * `--baseline=<commit>` runs every meshed path a second time with that
+ * commit's `src/` in the same groups, so that a change is measured against
+ * the code before it within one run (or `--baseline=<dir>`: the `src/` in
+ * that directory, which must be inside this checkout for its node_modules).
  *
  * @module
  */
 
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { loadavg } from "node:os";
+import { basename, join } from "node:path";
 import {
+  BENCH_DIR,
   finish,
   fmt,
   listFlag,
@@ -34,7 +42,14 @@ import {
   target,
   writeResults,
 } from "./lib/common.js";
-import { aggregate, compare, fmtSpread, interleaveBlocks, type Spread } from "./lib/interleave.js";
+import {
+  aggregate,
+  compare,
+  cycleOrder,
+  fmtSpread,
+  interleaveBlocks,
+  type Spread,
+} from "./lib/interleave.js";
 import { type ClientSpec, MESH_LOCALITY, PATHS, type PathId } from "./lib/paths.js";
 import { startServer } from "./lib/procs.js";
 import type { ProfileSummary } from "./lib/profile.js";
@@ -101,6 +116,7 @@ const PROFILED: readonly PathId[] = [
 
 async function main(): Promise<void> {
   const flags = parseFlags();
+  const loadStart = loadavg().map((x) => Number(x.toFixed(2)));
   const smoke = flags.smoke;
   const concurrencies = listFlag(flags, "concurrency", ["1", "16", "64"]).map(Number);
   const runs = numberFlag(flags, "runs", smoke ? 1 : 5);
@@ -116,12 +132,32 @@ async function main(): Promise<void> {
   const seed = numberFlag(flags, "seed", 1);
   for (const p of wanted)
     if (!(p in PATHS)) throw new Error(`unknown path ${p}; known: ${Object.keys(PATHS)}`);
-  let groups = [...TARGET_GROUPS, ...(set === "all" ? DIAGNOSTIC_GROUPS : [])]
+  let groups: string[][] = [...TARGET_GROUPS, ...(set === "all" ? DIAGNOSTIC_GROUPS : [])]
     .map((g) => g.filter((p) => wanted.has(p)))
     .filter((g) => g.length >= 2);
   // One path alone (or paths of no common group): each runs by itself.
   if (groups.length === 0) groups = [...wanted].map((p) => [p]);
-  const paths = [...new Set(groups.flat())];
+  const paths = [...new Set(groups.flat())] as PathId[];
+  // --baseline=<commit>[,<commit or dir>…]: each meshed path runs again with each of those src/ trees, in
+  // the same groups: `path@base` for the first, `path@<label>` for the others.
+  const baselines = listFlag(flags, "baseline", []).map((rev, i) => {
+    const b = exportSource(rev);
+    return { ...b, suffix: i === 0 ? "@base" : `@${basename(rev)}` };
+  });
+  const comparisons_ = [...COMPARISONS] as { path: string; twin: string; why: string }[];
+  const meshed = paths.filter((x) => PATHS[x].meshed);
+  for (const b of baselines) {
+    groups = groups.map((g) => [
+      ...g,
+      ...g.filter((p) => PATHS[p as PathId]?.meshed === true).map((p) => `${p}${b.suffix}`),
+    ]);
+    for (const p of meshed) {
+      comparisons_.push({ path: p, twin: `${p}${b.suffix}`, why: `this source against ${b.commit}` });
+      const twin = COMPARISONS.find((x) => x.path === p)?.twin;
+      if (twin !== undefined)
+        comparisons_.push({ path: `${p}${b.suffix}`, twin, why: `${b.commit} against the twin` });
+    }
+  }
 
   console.log(
     `${NAME}: ${groups.length} group(s) of ${paths.length} paths × concurrency ${concurrencies.join("/")} × ${runs} run(s);` +
@@ -138,6 +174,9 @@ async function main(): Promise<void> {
       return [path, path === "request+mesh(other host)" ? { path, endpoints, origin } : { path, endpoints }];
     }),
   );
+  for (const b of baselines) {
+    for (const p of meshed) specs.set(`${p}${b.suffix}`, { ...specs.get(p)!, meshlink: b.index });
+  }
   try {
     const profiles: Record<string, ProfileSummary> = {};
     mkdirSync(RESULTS_DIR, { recursive: true });
@@ -155,25 +194,54 @@ async function main(): Promise<void> {
       seed,
       afterLastRun: async (clients) => {
         if (profileOff) return;
-        for (const c of profileCs) {
-          for (const path of PROFILED) {
-            const client = clients.get(path);
-            if (client === undefined) continue;
-            const file = join(RESULTS_DIR, `${NAME}.${path.replace(/[^a-z0-9.+-]/gi, "_")}.c${c}.cpuprofile`);
-            profiles[`${path} c=${c}`] = await client.profile(c, profileMs, file);
+        // Each profiled path with the members of its first group, in alternating blocks as measured.
+        const done = new Set<string>();
+        for (const g of groups) {
+          const members = g.filter(
+            (p) => PROFILED.includes(p.replace(/@base$/, "") as PathId) && !done.has(p),
+          );
+          if (members.length === 0) continue;
+          for (const p of members) done.add(p);
+          for (const c of profileCs) {
+            const name = (p: string) => `${NAME}.${p.replace(/[^a-z0-9.+-]/gi, "_")}.c${c}.cpuprofile`;
+            for (const p of members) await clients.get(p)!.block(c, blockMs, false);
+            for (const p of members) await clients.get(p)!.profileStart();
+            const cycles = Math.max(1, Math.round(profileMs / blockMs));
+            for (let i = 0; i < cycles; i++) {
+              for (const p of cycleOrder(members, i)) {
+                await clients.get(p)!.block(c, blockMs, false);
+              }
+            }
+            for (const p of members) {
+              profiles[`${p} c=${c}`] = await clients.get(p)!.profileStop(join(RESULTS_DIR, name(p)));
+            }
           }
         }
       },
       onRun: (r) =>
         console.log(`  run ${r + 1}/${runs} done (${((Date.now() - started) / 1000).toFixed(0)} s)`),
     });
+    const load = { start: loadStart, end: loadavg().map((x) => Number(x.toFixed(2))) };
+    console.log(
+      `\nload average (1/5/15 min) at the start ${load.start.join(" ")}, at the end ${load.end.join(" ")}`,
+    );
     const aggregates = aggregate(data);
-    const comparisons = compare(data, COMPARISONS);
+    const comparisons = compare(data, comparisons_);
 
     for (const c of concurrencies) {
       printTable(
         `concurrency ${c}: median [quartiles] over ${runs} run(s)`,
-        ["path", "req/s", "p50 µs", "p99 µs", "client CPU µs/req", "server busy %"],
+        [
+          "path",
+          "req/s",
+          "p50 µs",
+          "p99 µs",
+          "client CPU µs/req",
+          "main thread",
+          "GC pause",
+          "GCs minor/major per 1k",
+          "server busy %",
+        ],
         aggregates
           .filter((a) => a.concurrency === c)
           .map((a) => [
@@ -182,13 +250,16 @@ async function main(): Promise<void> {
             fmtSpread(a.p50Us),
             fmtSpread(a.p99Us),
             fmtSpread(a.cpuUs),
+            fmtSpread(a.mainCpuUs),
+            fmt(a.gcPauseUs.median),
+            `${fmt(a.minorGcs.median, 1)}/${fmt(a.majorGcs.median, 2)}`,
             fmt(a.serverBusy.median, 0),
           ]),
       );
     }
     printTable(
       "path against twin, paired within each run's series: median [quartiles] over runs",
-      ["c", "path", "twin", "req/s ratio", "+p50 µs", "+p99 µs", "+CPU µs/req"],
+      ["c", "path", "twin", "req/s ratio", "+p50 µs", "+p99 µs", "+CPU µs/req", "+main thread", "+GC pause"],
       comparisons.map((x) => [
         String(x.concurrency),
         x.path,
@@ -197,12 +268,14 @@ async function main(): Promise<void> {
         fmtSpread(x.addedP50Us),
         fmtSpread(x.addedP99Us),
         fmtSpread(x.addedCpuUs, 1),
+        fmtSpread(x.addedMainCpuUs, 1),
+        fmt(x.addedGcPauseUs.median),
       ]),
     );
 
     printProfiles(profiles);
 
-    const cmp = (path: PathId, twin: PathId, c: number) =>
+    const cmp = (path: string, twin: string, c: number) =>
       comparisons.find((x) => x.path === path && x.twin === twin && x.concurrency === c);
     const targets: TargetResult[] = [];
     const how = `median over ${runs} run(s) of the ratio or difference within each run (${blocks} interleaved blocks of ${blockMs} ms per path)`;
@@ -290,6 +363,7 @@ async function main(): Promise<void> {
       smoke,
       config: { concurrencies, runs, blocks, blockMs, warmupCycles, profileMs, profileCs, groups, seed },
       paths: Object.fromEntries(paths.map((p) => [p, PATHS[p]])),
+      load,
       aggregates,
       comparisons,
       targets,
@@ -300,6 +374,27 @@ async function main(): Promise<void> {
   } finally {
     await server.close();
   }
+}
+
+/**
+ * Exports `rev`'s `src/` under bench/results/ (git-ignored) and returns the
+ * path of its `index.ts`: a client process given it runs that version of
+ * meshlink, with this checkout's node_modules.
+ */
+function exportSource(rev: string): { commit: string; index: string } {
+  const root = join(BENCH_DIR, "..");
+  // A directory with a src/ of its own (an experiment kept under bench/results/), as it is.
+  if (existsSync(join(rev, "src", "index.ts"))) return { commit: rev, index: join(rev, "src", "index.ts") };
+  const commit = execFileSync("git", ["rev-parse", "--short", "--verify", `${rev}^{commit}`], {
+    cwd: root,
+    encoding: "utf8",
+  }).trim();
+  const dir = join(RESULTS_DIR, `baseline-${commit}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const tar = execFileSync("git", ["archive", commit, "src"], { cwd: root, maxBuffer: 1 << 30 });
+  execFileSync("tar", ["-x", "-C", dir], { input: tar });
+  return { commit, index: join(dir, "src", "index.ts") };
 }
 
 function printProfiles(profiles: Record<string, ProfileSummary>): void {
@@ -324,7 +419,7 @@ function printProfiles(profiles: Record<string, ProfileSummary>): void {
       ],
     ],
   );
-  for (const name of names.filter((n) => !n.startsWith("request+Pool") && !n.includes("Agent"))) {
+  for (const name of names.filter((n) => n.includes("mesh"))) {
     const p = profiles[name]!;
     printTable(
       `${name}: meshlink's own frames (self and inclusive µs per request; ${p.requests} requests, ${p.samples} samples)`,
@@ -337,7 +432,31 @@ function printProfiles(profiles: Record<string, ProfileSummary>): void {
       p.undiciCompose.map((f) => [f.name, f.location, fmt(f.selfUs, 3), fmt(f.totalUs, 3)]),
     );
   }
-  for (const name of names.filter((n) => n.startsWith("mesh.fetch") || n.startsWith("fetch(global=mesh)"))) {
+  // What a path's profile has more of than its twin's, frame by frame (same blocks, same concurrency).
+  for (const { path, twin } of COMPARISONS) {
+    for (const name of names.filter((n) => n.startsWith(`${path} c=`))) {
+      const c = name.slice(path.length + 1);
+      const other = profiles[`${twin} ${c}`];
+      if (other === undefined) continue;
+      const key = (f: { name: string; location: string }) => `${f.name} ${f.location}`;
+      const diff = new Map<string, { f: (typeof other.frames)[number]; d: number }>();
+      for (const f of profiles[name]!.frames) diff.set(key(f), { f, d: f.selfUs });
+      for (const f of other.frames) {
+        const x = diff.get(key(f));
+        if (x === undefined) diff.set(key(f), { f, d: -f.selfUs });
+        else x.d -= f.selfUs;
+      }
+      printTable(
+        `${name} − ${twin}: frames whose self time differs most, µs per request`,
+        ["frame", "location", "category", "Δ self µs"],
+        [...diff.values()]
+          .sort((a, b) => Math.abs(b.d) - Math.abs(a.d))
+          .slice(0, 25)
+          .map(({ f, d }) => [f.name, f.location, f.category, fmt(d, 2)]),
+      );
+    }
+  }
+  for (const name of names.filter((n) => n.includes("fetch") && n.includes("mesh"))) {
     const mesh = profiles[name]!;
     printTable(
       `${name}: top frames by self time`,

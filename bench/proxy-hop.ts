@@ -20,6 +20,7 @@
  * @module
  */
 
+import { loadavg } from "node:os";
 import {
   finish,
   listFlag,
@@ -39,6 +40,7 @@ const NAME = "proxy-hop";
 
 async function main(): Promise<void> {
   const flags = parseFlags();
+  const loadStart = loadavg().map((x) => Number(x.toFixed(2)));
   const smoke = flags.smoke;
   const concurrencies = listFlag(flags, "concurrency", ["1", "16"]).map(Number);
   const runs = numberFlag(flags, "runs", smoke ? 1 : 5);
@@ -107,6 +109,10 @@ async function main(): Promise<void> {
       onRun: (r) =>
         console.log(`  run ${r + 1}/${runs} done (${((Date.now() - started) / 1000).toFixed(0)} s)`),
     });
+    const load = { start: loadStart, end: loadavg().map((x) => Number(x.toFixed(2))) };
+    console.log(
+      `\nload average (1/5/15 min) at the start ${load.start.join(" ")}, at the end ${load.end.join(" ")}`,
+    );
     const aggregates = aggregate(data);
     const comparisons = compare(data, [
       { path: "meshlink direct", twin: "nginx hop", why: "the mesh in process against a proxy hop" },
@@ -168,6 +174,7 @@ async function main(): Promise<void> {
       smoke,
       nginx: { version: nginx.version, config: nginx.config },
       config: { concurrencies, runs, blocks, blockMs, seed, specs: Object.fromEntries(specs) },
+      load,
       aggregates,
       comparisons,
       targets,

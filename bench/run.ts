@@ -66,7 +66,9 @@ async function main(): Promise<void> {
     `\n===== summary (${((Date.now() - started) / 1000).toFixed(0)} s${flags.smoke ? ", smoke pass" : ""})`,
   );
   const src = sourceInfo();
-  console.log(`machine: ${m.nproc} × ${m.cpu}, ${m.memoryGiB} GiB, node ${m.node}, undici ${m.undici}`);
+  console.log(
+    `machine: ${m.nproc} × ${m.cpu}, ${m.memoryGiB} GiB, node ${m.node} (its bundled undici ${m.nodeUndici}), undici ${m.undici}`,
+  );
   console.log(`source: ${src.commit}${src.srcDirty ? " with uncommitted changes in src/" : ""}\n`);
   if (flags.smoke)
     console.log("smoke pass: runs too short to judge; PASS/MISS means something only on a full run\n");

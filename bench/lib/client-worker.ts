@@ -3,14 +3,17 @@
  * `paths.ts`), then, on request from the parent, drives it at a given
  * concurrency for a given time and reports requests per second, latency
  * percentiles and its own CPU per request (`process.cpuUsage`, every thread
- * of the process). Run by `procs.ts` with `fork`; speaks IPC only.
+ * of the process), with the main thread's share and the GC pauses apart.
+ * Run by `procs.ts` with `fork`; speaks IPC only.
  *
  * @module
  */
 
+import { readFileSync } from "node:fs";
+import { constants, PerformanceObserver } from "node:perf_hooks";
 import { gcFunction } from "./common.js";
 import { type ClientSpec, type PathSetup, setupPath } from "./paths.js";
-import { profile, summarize } from "./profile.js";
+import { Profiling, summarize } from "./profile.js";
 
 const gc = gcFunction();
 
@@ -23,11 +26,39 @@ export interface RunStats {
   readonly rps: number;
   /** Client CPU (user + system, every thread) per request, µs. */
   readonly cpuUs: number;
+  /** The main thread's share of it (JavaScript, the event loop), µs; NaN without /proc. */
+  readonly mainCpuUs: number;
+  /** GC pauses of the main thread per request, µs (scavenges, mark-compact finalisation). */
+  readonly gcPauseUs: number;
+  /** Scavenges per 1 000 requests. */
+  readonly minorGcs: number;
+  /** Mark-compacts per 1 000 requests. */
+  readonly majorGcs: number;
   readonly p50Us: number;
   readonly p90Us: number;
   readonly p99Us: number;
   readonly meanUs: number;
 }
+
+/** The main thread's CPU time so far, µs, from the scheduler's nanosecond account; NaN without /proc. */
+function mainThreadCpuUs(): number {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, "latin1").split(" ")[0]) / 1000;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** GC pauses so far (ms) and counts by kind, from the `gc` performance entries. */
+const gcs = { pauseMs: 0, minor: 0, major: 0 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    gcs.pauseMs += e.duration;
+    const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
+    if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gcs.minor++;
+    else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcs.major++;
+  }
+}).observe({ entryTypes: ["gc"] });
 
 /** What the parent asks for. */
 export type ClientRequest =
@@ -36,7 +67,8 @@ export type ClientRequest =
   | { id: number; type: "series-start" }
   | { id: number; type: "block"; concurrency: number; durationMs: number; record: boolean }
   | { id: number; type: "series-end" }
-  | { id: number; type: "profile"; concurrency: number; durationMs: number; file: string; intervalUs: number }
+  | { id: number; type: "profile-start"; intervalUs: number }
+  | { id: number; type: "profile-stop"; file: string }
   | { id: number; type: "close" };
 
 /** One block of a series, as the parent sees it. */
@@ -45,11 +77,16 @@ export interface BlockStats {
   readonly elapsedMs: number;
   /** Client CPU over the block, µs. */
   readonly cpuUs: number;
+  /** The main thread's CPU over the block, µs. */
+  readonly mainCpuUs: number;
 }
 
 const MAX_SAMPLES = 4_000_000;
 const latencies = new Float64Array(MAX_SAMPLES);
 let setup: PathSetup | undefined;
+/** The profile in progress, and the requests made since it started. */
+let profiling: Profiling | undefined;
+let profiledRequests = 0;
 /** Latency samples recorded so far: from 0 in a plain run, accumulated over a series' blocks. */
 let recorded = 0;
 
@@ -60,6 +97,10 @@ const series = {
   firstError: undefined as string | undefined,
   elapsedMs: 0,
   cpuUs: 0,
+  mainCpuUs: 0,
+  gcPauseMs: 0,
+  minor: 0,
+  major: 0,
 };
 
 async function load(concurrency: number, durationMs: number, record: boolean) {
@@ -82,12 +123,19 @@ async function load(concurrency: number, durationMs: number, record: boolean) {
     }
   };
   const cpu0 = process.cpuUsage();
+  const main0 = mainThreadCpuUs();
+  const { pauseMs, minor, major } = gcs;
   const t0 = performance.now();
   await Promise.all(Array.from({ length: concurrency }, worker));
   const elapsedMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
-  return { count, errors, firstError, elapsedMs, cpu };
+  if (profiling !== undefined) profiledRequests += count;
+  const mainCpuUs = mainThreadCpuUs() - main0;
+  const gc = { pauseMs: gcs.pauseMs - pauseMs, minor: gcs.minor - minor, major: gcs.major - major };
+  return { count, errors, firstError, elapsedMs, cpu, mainCpuUs, gc };
 }
+
+type Load = Awaited<ReturnType<typeof load>>;
 
 function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return Number.NaN;
@@ -100,6 +148,8 @@ function stats(
   firstError: string | undefined,
   elapsedMs: number,
   cpuUs: number,
+  mainCpuUs: number,
+  gc: Load["gc"],
 ): RunStats {
   const n = recorded;
   const sorted = latencies.subarray(0, n).sort();
@@ -112,6 +162,10 @@ function stats(
     elapsedMs,
     rps: (count / elapsedMs) * 1000,
     cpuUs: count > 0 ? cpuUs / count : Number.NaN,
+    mainCpuUs: count > 0 ? mainCpuUs / count : Number.NaN,
+    gcPauseUs: count > 0 ? (gc.pauseMs * 1000) / count : Number.NaN,
+    minorGcs: count > 0 ? (gc.minor * 1000) / count : Number.NaN,
+    majorGcs: count > 0 ? (gc.major * 1000) / count : Number.NaN,
     p50Us: percentile(sorted, 0.5) * 1000,
     p90Us: percentile(sorted, 0.9) * 1000,
     p99Us: percentile(sorted, 0.99) * 1000,
@@ -124,8 +178,8 @@ async function run(concurrency: number, warmupMs: number, durationMs: number): P
   if (warmupMs > 0) await load(concurrency, warmupMs, false);
   gc();
   recorded = 0;
-  const { count, errors, firstError, elapsedMs, cpu } = await load(concurrency, durationMs, true);
-  return stats(count, errors, firstError, elapsedMs, cpu.user + cpu.system);
+  const r = await load(concurrency, durationMs, true);
+  return stats(r.count, r.errors, r.firstError, r.elapsedMs, r.cpu.user + r.cpu.system, r.mainCpuUs, r.gc);
 }
 
 /**
@@ -133,19 +187,20 @@ async function run(concurrency: number, warmupMs: number, durationMs: number): P
  * makes is paid for in its own blocks, as it would be in an application.
  */
 async function block(concurrency: number, durationMs: number, record: boolean): Promise<BlockStats> {
-  const { count, errors, firstError, elapsedMs, cpu } = await load(concurrency, durationMs, record);
-  const cpuUs = cpu.user + cpu.system;
+  const r = await load(concurrency, durationMs, record);
+  const cpuUs = r.cpu.user + r.cpu.system;
   if (record) {
-    series.requests += count;
-    series.errors += errors;
-    series.firstError ??= firstError;
-    series.elapsedMs += elapsedMs;
+    series.requests += r.count;
+    series.elapsedMs += r.elapsedMs;
     series.cpuUs += cpuUs;
-  } else if (errors > 0) {
-    series.errors += errors;
-    series.firstError ??= firstError;
+    series.mainCpuUs += r.mainCpuUs;
+    series.gcPauseMs += r.gc.pauseMs;
+    series.minor += r.gc.minor;
+    series.major += r.gc.major;
   }
-  return { requests: count, elapsedMs, cpuUs };
+  series.errors += r.errors;
+  series.firstError ??= r.firstError;
+  return { requests: r.count, elapsedMs: r.elapsedMs, cpuUs, mainCpuUs: r.mainCpuUs };
 }
 
 async function handle(msg: ClientRequest): Promise<unknown> {
@@ -159,19 +214,39 @@ async function handle(msg: ClientRequest): Promise<unknown> {
     case "series-start":
       gc();
       recorded = 0;
-      Object.assign(series, { requests: 0, errors: 0, firstError: undefined, elapsedMs: 0, cpuUs: 0 });
+      Object.assign(series, {
+        requests: 0,
+        errors: 0,
+        firstError: undefined,
+        elapsedMs: 0,
+        cpuUs: 0,
+        mainCpuUs: 0,
+        gcPauseMs: 0,
+        minor: 0,
+        major: 0,
+      });
       return { ok: true };
     case "block":
       return block(msg.concurrency, msg.durationMs, msg.record);
     case "series-end":
-      return stats(series.requests, series.errors, series.firstError, series.elapsedMs, series.cpuUs);
-    case "profile": {
-      await load(msg.concurrency, 500, false);
-      gc();
-      const { result, profile: p } = await profile(msg.file, msg.intervalUs, () =>
-        load(msg.concurrency, msg.durationMs, false),
+      return stats(
+        series.requests,
+        series.errors,
+        series.firstError,
+        series.elapsedMs,
+        series.cpuUs,
+        series.mainCpuUs,
+        { pauseMs: series.gcPauseMs, minor: series.minor, major: series.major },
       );
-      return summarize(p, result.count, msg.file);
+    case "profile-start":
+      profiling = new Profiling();
+      profiledRequests = 0;
+      await profiling.start(msg.intervalUs);
+      return { ok: true };
+    case "profile-stop": {
+      const p = await profiling!.stop(msg.file);
+      profiling = undefined;
+      return summarize(p, profiledRequests, msg.file);
     }
     case "close":
       await setup?.close();

@@ -150,6 +150,8 @@ export interface MachineInfo {
   readonly memoryGiB: number;
   readonly node: string;
   readonly undici: string;
+  /** The undici bundled in Node (its global `fetch`). */
+  readonly nodeUndici: string;
   readonly platform: string;
   readonly kernel: string;
 }
@@ -182,6 +184,7 @@ export function machineInfo(): MachineInfo {
     memoryGiB: Math.round(totalmem() / 2 ** 30),
     node: process.version,
     undici,
+    nodeUndici: process.versions.undici ?? "?",
     platform: `${process.platform}-${process.arch}`,
     kernel,
   };

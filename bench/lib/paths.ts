@@ -27,6 +27,12 @@ export interface ClientSpec {
   readonly origin?: string;
   /** For meshed paths: the static endpoints of {@link MESH_SERVICE}. */
   readonly endpoints?: readonly StaticEndpoint[];
+  /**
+   * For meshed paths: another copy of meshlink's source to load instead of
+   * this one (the path of its `src/index.ts`), to compare two versions of
+   * the code in one run (`--baseline`).
+   */
+  readonly meshlink?: string;
 }
 
 /** A path, set up: one call reads the whole response body. */
@@ -123,9 +129,12 @@ export const PATHS = {
 /** A path id. */
 export type PathId = keyof typeof PATHS;
 
-async function createBenchMesh(endpoints: readonly StaticEndpoint[] | undefined) {
+async function createBenchMesh(spec: ClientSpec) {
+  const endpoints = spec.endpoints;
   if (endpoints === undefined) throw new Error("a meshed path needs endpoints");
-  const { createMesh, staticDiscovery } = await import("meshlink");
+  const { createMesh, staticDiscovery } = (await import(
+    spec.meshlink ?? "meshlink"
+  )) as typeof import("meshlink");
   return createMesh({
     ...MESH_LOCALITY,
     failover: [],
@@ -196,7 +205,7 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
     }
     case "request+mesh": {
       const { request } = await import("undici");
-      const mesh = await createBenchMesh(spec.endpoints);
+      const mesh = await createBenchMesh(spec);
       const dispatcher = mesh.dispatcher;
       return {
         call: async () => (await request(MESH_URL, { dispatcher })).body.text(),
@@ -206,7 +215,7 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
     case "request+mesh(other host)": {
       // Traffic to any other host through the mesh's dispatcher (setGlobalDispatcher): what it pays.
       const { request } = await import("undici");
-      const mesh = await createBenchMesh(spec.endpoints);
+      const mesh = await createBenchMesh(spec);
       const dispatcher = mesh.dispatcher;
       const target = `${needOrigin(spec)}/`;
       return {
@@ -250,7 +259,7 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       };
     }
     case "mesh.fetch": {
-      const mesh = await createBenchMesh(spec.endpoints);
+      const mesh = await createBenchMesh(spec);
       return {
         call: async () => (await mesh.fetch(MESH_URL)).text(),
         close: () => mesh.close(),
@@ -269,7 +278,7 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
     }
     case "fetch(global=mesh)": {
       const { setGlobalDispatcher } = await import("undici");
-      const mesh = await createBenchMesh(spec.endpoints);
+      const mesh = await createBenchMesh(spec);
       setGlobalDispatcher(mesh.dispatcher);
       return { call: async () => (await fetch(MESH_URL)).text(), close: () => mesh.close() };
     }

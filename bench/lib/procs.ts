@@ -84,12 +84,10 @@ export interface ClientProcess {
   block(concurrency: number, durationMs: number, record: boolean): Promise<BlockStats>;
   /** The series' totals: requests, elapsed time and CPU summed, latencies pooled over its blocks. */
   seriesEnd(): Promise<RunStats>;
-  profile(
-    concurrency: number,
-    durationMs: number,
-    file: string,
-    intervalUs?: number,
-  ): Promise<ProfileSummary>;
+  /** Starts the CPU profiler (sampling every `intervalUs`); the requests of the blocks that follow are counted. */
+  profileStart(intervalUs?: number): Promise<unknown>;
+  /** Stops it, writes the raw profile to `file` and summarises it per request. */
+  profileStop(file: string): Promise<ProfileSummary>;
   close(): Promise<void>;
 }
 
@@ -123,8 +121,8 @@ export async function startClient(spec: ClientSpec): Promise<ClientProcess> {
     seriesStart: () => ask({ type: "series-start" }),
     block: (concurrency, durationMs, record) => ask({ type: "block", concurrency, durationMs, record }),
     seriesEnd: () => ask({ type: "series-end" }),
-    profile: (concurrency, durationMs, file, intervalUs = 100) =>
-      ask({ type: "profile", concurrency, durationMs, file, intervalUs }),
+    profileStart: (intervalUs = 100) => ask({ type: "profile-start", intervalUs }),
+    profileStop: (file) => ask({ type: "profile-stop", file }),
     async close() {
       await ask({ type: "close" }).catch(() => {});
       await stop(child);

@@ -53,6 +53,8 @@ export interface ProfileSummary {
   readonly categories: Record<string, number>;
   /** The frames with the most self time. */
   readonly topSelf: readonly FrameCost[];
+  /** Every busy frame with at least 0.01 µs of self time per request (to compare two profiles). */
+  readonly frames: readonly FrameCost[];
   /** meshlink's own frames, by self time. */
   readonly meshlink: readonly FrameCost[];
   /** undici's compose machinery (WrapHandler, UnwrapHandler, the compose wrapper, header conversions). */
@@ -176,6 +178,7 @@ export function summarize(profile: CpuProfile, requests: number, file: string): 
     samples: samples.length,
     categories: Object.fromEntries(Object.entries(categories).sort((a, b) => b[1] - a[1])),
     topSelf: busy.sort(bySelf).slice(0, 25),
+    frames: busy.filter((c) => c.selfUs >= 0.01),
     meshlink: costs
       .filter((c) => c.category === "meshlink")
       .sort(bySelf)
@@ -193,23 +196,50 @@ export function summarize(profile: CpuProfile, requests: number, file: string): 
   };
 }
 
+/**
+ * A CPU profile in progress (the inspector's sampling profiler, every
+ * `intervalUs`), so that a process can be profiled over interleaved blocks:
+ * what it samples between its blocks is idle time, which the summary leaves out.
+ */
+export class Profiling {
+  readonly #session = new Session();
+
+  /** Starts sampling. */
+  async start(intervalUs: number): Promise<void> {
+    this.#session.connect();
+    await this.#session.post("Profiler.enable");
+    await this.#session.post("Profiler.setSamplingInterval", { interval: intervalUs });
+    await this.#session.post("Profiler.start");
+  }
+
+  /** Stops, writes the raw profile to `file` and returns it. */
+  async stop(file: string): Promise<CpuProfile> {
+    try {
+      const { profile: p } = (await this.#session.post("Profiler.stop")) as unknown as {
+        profile: CpuProfile;
+      };
+      writeFileSync(file, JSON.stringify(p));
+      return p;
+    } finally {
+      this.#session.disconnect();
+    }
+  }
+}
+
 /** Profiles `run` with the inspector (sampling every `intervalUs`), writes the raw profile to `file`. */
 export async function profile<T>(
   file: string,
   intervalUs: number,
   run: () => Promise<T>,
 ): Promise<{ result: T; profile: CpuProfile }> {
-  const session = new Session();
-  session.connect();
+  const p = new Profiling();
+  await p.start(intervalUs);
+  let result: T;
   try {
-    await session.post("Profiler.enable");
-    await session.post("Profiler.setSamplingInterval", { interval: intervalUs });
-    await session.post("Profiler.start");
-    const result = await run();
-    const { profile: p } = (await session.post("Profiler.stop")) as unknown as { profile: CpuProfile };
-    writeFileSync(file, JSON.stringify(p));
-    return { result, profile: p };
-  } finally {
-    session.disconnect();
+    result = await run();
+  } catch (err) {
+    await p.stop(file);
+    throw err;
   }
+  return { result, profile: await p.stop(file) };
 }

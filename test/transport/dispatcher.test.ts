@@ -167,6 +167,48 @@ describe("MeshDispatcher", () => {
     ).toThrow(errors.InvalidArgumentError);
   });
 
+  it("gives a legacy caller an abort that ends the call while it runs and does nothing once it has ended", async () => {
+    const agent = new Agent();
+    const dispatcher = new MeshDispatcher(routes, { agent });
+    const call = (abortAtConnect: boolean) => {
+      const seen = { abort: (_reason?: Error) => {}, status: 0, errors: [] as Error[], completed: 0 };
+      const ended = new Promise<void>((resolve) => {
+        dispatcher.dispatch({ origin: MESH_ORIGIN, path: "/abort", method: "GET" }, {
+          onConnect(abort: (reason?: Error) => void) {
+            seen.abort = abort;
+            if (abortAtConnect) abort();
+          },
+          onHeaders(status: number) {
+            seen.status = status;
+            return true;
+          },
+          onData: () => true,
+          onComplete() {
+            seen.completed++;
+            resolve();
+          },
+          onError(err: Error) {
+            seen.errors.push(err);
+            resolve();
+          },
+        } as unknown as Dispatcher.DispatchHandler);
+      });
+      return { seen, ended };
+    };
+    const aborted = call(true);
+    await aborted.ended;
+    expect(aborted.seen.errors.map((e) => (e as errors.UndiciError).code)).toEqual(["UND_ERR_ABORTED"]);
+    const done = call(false);
+    await done.ended;
+    expect(done.seen.status).toBe(200);
+    // An abort after the end neither throws nor reaches the handler again.
+    expect(() => done.seen.abort(new Error("late"))).not.toThrow();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(done.seen.errors).toEqual([]);
+    expect(done.seen.completed).toBe(1);
+    await agent.close();
+  });
+
   it("closes and destroys its agent", async () => {
     const spy = new SpyDispatcher(undefined);
     const dispatcher = new MeshDispatcher(routes, { agent: spy });

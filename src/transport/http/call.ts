@@ -158,7 +158,8 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   #optionsUsed = false;
   /** The headers without the timeout header, when a deadline is in force and propagated. */
   readonly #baseHeaders: Headers;
-  #abortFn: ((reason?: Error) => void) | undefined;
+  /** How a legacy caller's abort function reaches this call until it ends (see {@link AbortLink}). */
+  #link: AbortLink | null = null;
   /**
    * Why undici would refuse the caller's (legacy) handler, or why its
    * `meshlink` option is bad, if either is: the call then fails at once.
@@ -347,8 +348,11 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 
   protected deliverStart(): void {
-    if (this.#legacy) (this.#handler as LegacyHandler).onConnect(this.#abortFunction(), undefined);
-    else this.#handler.onRequestStart?.(this, undefined);
+    if (this.#legacy) {
+      const link = new AbortLink(this);
+      this.#link = link;
+      (this.#handler as LegacyHandler).onConnect(abortFunctionOf(link), undefined);
+    } else this.#handler.onRequestStart?.(this, undefined);
   }
 
   protected deliverError(err: Error): void {
@@ -384,6 +388,8 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 
   protected override noteEnd(err: Error | undefined): void {
+    // An ended call ignores aborts: let go of it (see AbortLink).
+    if (this.#link !== null) this.#link.call = null;
     const obs = this.#obs;
     if (obs !== undefined) obs.end(err, this.attempts);
     // A span that records nothing still ends (an SDK's sampler may have dropped it).
@@ -458,12 +464,6 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   /** @internal */
   emitBodySent(chunk: unknown): void {
     (this.#handler as { onBodySent?: (chunk: unknown) => void }).onBodySent?.(chunk);
-  }
-
-  /** The abort function a legacy caller gets, one per call (see {@link abortFunctionOf}). */
-  #abortFunction(): (reason?: Error) => void {
-    this.#abortFn ??= abortFunctionOf(this);
-    return this.#abortFn;
   }
 
   // Controller side: what a new-API caller's handler sees, stable across attempts.
@@ -551,11 +551,24 @@ function explainNotRetried(err: Error, options: AttemptOptions): Error {
 }
 
 /**
- * What a legacy caller's `abort(reason?)` is: the whole call's abort. Made
- * here, outside the class, on purpose: the same arrow function written
- * inside a method (capturing `this`) made V8 keep whole calls alive through
- * young-generation GCs (docs/performance.md, F2).
+ * The one reference from a legacy caller's abort function to its call, cut
+ * when the call ends. Node's `fetch` keeps the abort function in its
+ * per-request handler, which V8 allocates in the old generation: an old
+ * object that reaches the call keeps the call, its attempt, its options and
+ * headers and undici's request alive through every young-generation GC
+ * until the next full one, so each of them was copied and later
+ * mark-compacted (docs/performance.md, F6).
  */
-function abortFunctionOf(call: MeshCall): (reason?: Error) => void {
-  return (reason?: Error) => call.abort(reason ?? new errors.RequestAbortedError());
+class AbortLink {
+  constructor(public call: MeshCall | null) {}
+}
+
+/**
+ * What a legacy caller's `abort(reason?)` is: the whole call's abort, while
+ * it runs. Made here, outside the class, on purpose: the same arrow function
+ * written inside a method (capturing `this`) made V8 keep whole calls alive
+ * through young-generation GCs (docs/performance.md, F2).
+ */
+function abortFunctionOf(link: AbortLink): (reason?: Error) => void {
+  return (reason?: Error) => link.call?.abort(reason ?? new errors.RequestAbortedError());
 }
