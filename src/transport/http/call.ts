@@ -557,7 +557,7 @@ function explainNotRetried(err: Error, options: AttemptOptions): Error {
  * object that reaches the call keeps the call, its attempt, its options and
  * headers and undici's request alive through every young-generation GC
  * until the next full one, so each of them was copied and later
- * mark-compacted (docs/performance.md, F6).
+ * mark-compacted (docs/performance.md, "The fetch path").
  */
 class AbortLink {
   constructor(public call: MeshCall | null) {}
