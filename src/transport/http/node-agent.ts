@@ -91,8 +91,8 @@ export function createNodeAgents(routes: HttpRoutes, options: NodeAgentsOptions)
     timeout: options.keepAliveTimeout ?? 4_000,
   };
   return {
-    http: new MeshHttpAgent(core, agentOptions),
-    https: new MeshHttpsAgent(core, agentOptions),
+    http: new MeshHttpAgent(agentOptions).route(core),
+    https: new MeshHttpsAgent(agentOptions).route(core),
     close: () => core.close(),
   };
 }
@@ -166,75 +166,56 @@ class NodeRouter {
   }
 }
 
+/** What both mesh agents extend: node:http's `Agent` or node:https's (a mixin's base takes `any[]`). */
+// biome-ignore lint/suspicious/noExplicitAny: TypeScript requires a mixin base constructor to take any[].
+type AgentBase = new (...args: any[]) => http.Agent;
+
+/**
+ * A node:http or node:https agent whose requests to mesh names go through
+ * `core` (Node requires an agent of the request's protocol, so there are
+ * two classes of the same shape).
+ */
+function meshAgentClass<B extends AgentBase>(Base: B, protocol: "http:" | "https:") {
+  return class MeshAgent extends Base {
+    #core!: NodeRouter;
+
+    /** Routes this agent's requests to mesh names through `core` (called once, right after construction). */
+    route(core: NodeRouter): this {
+      this.#core = core;
+      return this;
+    }
+
+    /** @internal Node's Agent: a request wants a socket. */
+    addRequest(req: http.ClientRequest, options: RequestOptions): void {
+      this.#core.addRequest(this, protocol, req, options);
+    }
+
+    /** @internal Node's Agent: a new socket for a request. */
+    createSocket(req: http.ClientRequest, options: RequestOptions, cb: SocketCallback): void {
+      this.#core.createSocket(this, req, options, cb);
+    }
+
+    override createConnection(
+      options: http.ClientRequestArgs,
+      callback?: (err: Error | null, stream: Duplex) => void,
+    ): Duplex | null | undefined {
+      const socket = this.#core.handoff;
+      if (socket === undefined) return super.createConnection(options, callback);
+      this.#core.handoff = undefined;
+      return socket;
+    }
+
+    override keepSocketAlive(socket: Duplex): boolean {
+      if (!this.#core.keeps(socket)) return false;
+      return super.keepSocketAlive(socket) as unknown as boolean;
+    }
+  };
+}
+
 /** The node:http agent. */
-class MeshHttpAgent extends http.Agent {
-  readonly #core: NodeRouter;
-
-  constructor(core: NodeRouter, options: http.AgentOptions) {
-    super(options);
-    this.#core = core;
-  }
-
-  /** @internal Node's Agent: a request wants a socket. */
-  addRequest(req: http.ClientRequest, options: RequestOptions): void {
-    this.#core.addRequest(this, "http:", req, options);
-  }
-
-  /** @internal Node's Agent: a new socket for a request. */
-  createSocket(req: http.ClientRequest, options: RequestOptions, cb: SocketCallback): void {
-    this.#core.createSocket(this, req, options, cb);
-  }
-
-  override createConnection(
-    options: http.ClientRequestArgs,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | null | undefined {
-    const socket = this.#core.handoff;
-    if (socket === undefined) return super.createConnection(options, callback);
-    this.#core.handoff = undefined;
-    return socket;
-  }
-
-  override keepSocketAlive(socket: Duplex): boolean {
-    if (!this.#core.keeps(socket)) return false;
-    return super.keepSocketAlive(socket) as unknown as boolean;
-  }
-}
-
-/** The node:https agent: the same, for `https:` URLs (Node requires an agent of the request's protocol). */
-class MeshHttpsAgent extends https.Agent {
-  readonly #core: NodeRouter;
-
-  constructor(core: NodeRouter, options: https.AgentOptions) {
-    super(options);
-    this.#core = core;
-  }
-
-  /** @internal Node's Agent: a request wants a socket. */
-  addRequest(req: http.ClientRequest, options: RequestOptions): void {
-    this.#core.addRequest(this, "https:", req, options);
-  }
-
-  /** @internal Node's Agent: a new socket for a request. */
-  createSocket(req: http.ClientRequest, options: RequestOptions, cb: SocketCallback): void {
-    this.#core.createSocket(this, req, options, cb);
-  }
-
-  override createConnection(
-    options: http.ClientRequestArgs,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | null | undefined {
-    const socket = this.#core.handoff;
-    if (socket === undefined) return super.createConnection(options, callback);
-    this.#core.handoff = undefined;
-    return socket;
-  }
-
-  override keepSocketAlive(socket: Duplex): boolean {
-    if (!this.#core.keeps(socket)) return false;
-    return super.keepSocketAlive(socket) as unknown as boolean;
-  }
-}
+const MeshHttpAgent = meshAgentClass(http.Agent, "http:");
+/** The node:https agent: the same, for `https:` URLs. */
+const MeshHttpsAgent = meshAgentClass(https.Agent, "https:");
 
 /**
  * One request to a mesh name through an agent: admission, the pick, the
