@@ -38,6 +38,58 @@ export class Wakeup {
   }
 }
 
+/**
+ * The lifetime of one multi-cluster watch (Consul, Kubernetes): it stops
+ * when the watch's own signal or the backend's closing aborts, which also
+ * wakes its loop; {@link WatchScope.end} lets go of both signals.
+ */
+export class WatchScope {
+  readonly #stop = new AbortController();
+  readonly #signals: readonly AbortSignal[];
+  readonly #onAbort = (): void => this.#stop.abort();
+  /** What wakes the loop: an answer, a failure, the stop. */
+  readonly wakeup = new Wakeup();
+
+  constructor(...signals: AbortSignal[]) {
+    this.#signals = signals;
+    for (const s of signals) s.addEventListener("abort", this.#onAbort, { once: true });
+    this.#stop.signal.addEventListener("abort", this.wakeup.notify, { once: true });
+  }
+
+  /** Aborts when the watch stops (for timers and requests of the watch). */
+  get signal(): AbortSignal {
+    return this.#stop.signal;
+  }
+
+  /** True once the watch stopped. */
+  get stopped(): boolean {
+    return this.#stop.signal.aborted;
+  }
+
+  /** Each time something changed, until the watch stops. */
+  async *changes(): AsyncGenerator<void> {
+    while (!this.stopped) {
+      await this.wakeup.changed();
+      if (this.stopped) return;
+      yield;
+    }
+  }
+
+  /**
+   * Waits until the watch stops: for a name the backend does not serve,
+   * held open because a watch that ended would only be started again.
+   */
+  async idle(): Promise<void> {
+    while (!this.stopped) await this.wakeup.changed();
+  }
+
+  /** Stops the watch and lets go of the signals. */
+  end(): void {
+    this.#stop.abort();
+    for (const s of this.#signals) s.removeEventListener("abort", this.#onAbort);
+  }
+}
+
 /** What every cluster says in one round of a watch loop. */
 export interface ClusterRound<K> {
   /** Every cluster's endpoints together. */

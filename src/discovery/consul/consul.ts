@@ -12,7 +12,7 @@
 import { parseOptions } from "../../config/validate.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { DiscoveryKindFactory } from "../kinds.js";
-import { ClusterAnnouncer, Wakeup } from "../merge.js";
+import { ClusterAnnouncer, WatchScope } from "../merge.js";
 import type { ServiceName } from "../names.js";
 import { ConsulClient } from "./client.js";
 import { planService } from "./names.js";
@@ -109,23 +109,16 @@ export function createConsulBackend(
 
     async *watch(service: ServiceName, { signal }: WatchOptions): AsyncGenerator<DiscoveryUpdate> {
       if (signal.aborted || closed.signal.aborted) return;
-      const stop = new AbortController();
-      const onAbort = () => stop.abort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      closed.signal.addEventListener("abort", onAbort, { once: true });
-
-      const wakeup = new Wakeup();
-      const notify = wakeup.notify;
-      stop.signal.addEventListener("abort", notify, { once: true });
+      const scope = new WatchScope(signal, closed.signal);
+      const notify = scope.wakeup.notify;
       const held: { query: DatacenterQuery; release: () => void }[] = [];
 
       try {
         const plan = planService(service, settings);
         if (plan === undefined) {
           yield { kind: "not-found" };
-          // Held open until aborted: the name is not Consul's, and a watch
-          // that ended would only be started again.
-          while (!stop.signal.aborted) await wakeup.changed();
+          // The name is not Consul's.
+          await scope.idle();
           return;
         }
         for (const datacenter of plan.datacenters) {
@@ -137,10 +130,7 @@ export function createConsulBackend(
         const announcer = new ClusterAnnouncer<string>(settings.name, service);
         let graceStarted = false;
         let graceOver = false;
-        while (!stop.signal.aborted) {
-          await wakeup.changed();
-          if (stop.signal.aborted) return;
-
+        for await (const _ of scope.changes()) {
           // The first snapshot waits for every datacenter to answer or fail
           // (the first query does not block), or for the grace after the
           // first answer: a remote datacenter answering first must not take
@@ -149,7 +139,7 @@ export function createConsulBackend(
           if (!announcer.announced && pending) {
             if (!graceStarted && queries.some((q) => q.status !== "pending")) {
               graceStarted = true;
-              void delay(FIRST_ANSWER_GRACE, stop.signal).then(() => {
+              void delay(FIRST_ANSWER_GRACE, scope.signal).then(() => {
                 graceOver = true;
                 notify();
               });
@@ -172,13 +162,11 @@ export function createConsulBackend(
           };
           for (const update of announcer.updates(round)) {
             yield update;
-            if (stop.signal.aborted) return;
+            if (scope.stopped) return;
           }
         }
       } finally {
-        stop.abort();
-        signal.removeEventListener("abort", onAbort);
-        closed.signal.removeEventListener("abort", onAbort);
+        scope.end();
         for (const h of held) h.release();
       }
     },

@@ -17,7 +17,7 @@ import { parseOptions } from "../../config/validate.js";
 import { type ErrorCode, KubernetesError, type KubernetesErrorReason } from "../../errors.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { Endpoint } from "../endpoint.js";
-import { ClusterAnnouncer, Wakeup } from "../merge.js";
+import { ClusterAnnouncer, WatchScope } from "../merge.js";
 import type { ServiceName } from "../names.js";
 import { ApiClient } from "./client.js";
 import {
@@ -241,21 +241,15 @@ export function createKubernetesBackend(
     },
     async *watch(service: ServiceName, { signal }: WatchOptions): AsyncGenerator<DiscoveryUpdate> {
       if (signal.aborted || closed.signal.aborted) return;
-      const stop = new AbortController();
-      const onAbort = () => stop.abort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      closed.signal.addEventListener("abort", onAbort, { once: true });
-
-      const wakeup = new Wakeup();
-      const notify = wakeup.notify;
-      stop.signal.addEventListener("abort", notify, { once: true });
+      const scope = new WatchScope(signal, closed.signal);
+      const notify = scope.wakeup.notify;
 
       const views: ClusterView[] = [];
       try {
         if (service.namespace === undefined) {
           // A Consul name: not a Kubernetes service.
           yield { kind: "not-found" };
-          while (!stop.signal.aborted) await wakeup.changed();
+          await scope.idle();
           return;
         }
         const request: PortRequest = { port: service.port, portName: service.portName };
@@ -272,9 +266,7 @@ export function createKubernetesBackend(
           });
         }
         const announcer = new ClusterAnnouncer<readonly Endpoint[]>(name, service, sameEndpoints);
-        while (!stop.signal.aborted) {
-          await wakeup.changed();
-          if (stop.signal.aborted) return;
+        for await (const _ of scope.changes()) {
           const states = views.map((v) => stateOf(v, request));
           // The first snapshot waits for every cluster to answer or fail: a
           // remote cluster answering first must not take the first calls away
@@ -291,13 +283,11 @@ export function createKubernetesBackend(
           };
           for (const update of announcer.updates(round)) {
             yield update;
-            if (stop.signal.aborted) return;
+            if (scope.stopped) return;
           }
         }
       } finally {
-        stop.abort();
-        signal.removeEventListener("abort", onAbort);
-        closed.signal.removeEventListener("abort", onAbort);
+        scope.end();
         for (const v of views) v.unsubscribe();
       }
     },
