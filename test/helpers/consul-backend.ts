@@ -2,8 +2,9 @@ import { type ConsulBackend, createConsulBackend } from "../../src/discovery/con
 import type { QueryDependencies } from "../../src/discovery/consul/query.js";
 import type { DiscoveryUpdate } from "../../src/discovery/discovery.js";
 import { parseServiceName } from "../../src/discovery/names.js";
-import type { ServiceSnapshot, ServiceWatch } from "../../src/discovery/registry.js";
 import type { ConsulDiscoveryOptions } from "../../src/index.js";
+
+export { until } from "./watch.js";
 
 /** Two datacenters, east first (the agent's own). */
 export const DATACENTERS = [
@@ -47,18 +48,6 @@ export function watchOf(backend: ConsulBackend, name: string, port?: number | st
 }
 
 /** Resolves with the first snapshot of `watch` for which `pred` holds (now or later). */
-export function until(watch: ServiceWatch, pred: (s: ServiceSnapshot) => boolean): Promise<ServiceSnapshot> {
-  if (pred(watch.snapshot)) return Promise.resolve(watch.snapshot);
-  return new Promise((resolve) => {
-    const sub = watch.onUpdate((s) => {
-      if (pred(s)) {
-        sub.dispose();
-        resolve(s);
-      }
-    });
-  });
-}
-
 /** The ids of a bound update's endpoints. */
 export function ids(update: DiscoveryUpdate): string[] {
   return update.kind === "bound" ? update.endpoints.map((e) => e.id) : [];

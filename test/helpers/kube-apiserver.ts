@@ -19,7 +19,7 @@
  *   event of every open watch in the middle (reset or clean end).
  */
 
-import { EventEmitter } from "node:events";
+import { EventEmitter, once } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
   createSecureServer,
@@ -550,4 +550,22 @@ export async function startKubeApiServer(options: KubeApiServerOptions): Promise
   });
   const port = (server.address() as AddressInfo).port;
   return new KubeApiServer(server, address, port, options);
+}
+
+/** Resolves with the next request to `s` that satisfies `predicate`. */
+export function nextRequest(s: KubeApiServer, predicate: (r: ApiRequest) => boolean): Promise<ApiRequest> {
+  return new Promise((resolve) => {
+    const on = (r: ApiRequest) => {
+      if (predicate(r)) {
+        s.off("request", on);
+        resolve(r);
+      }
+    };
+    s.on("request", on);
+  });
+}
+
+/** Resolves once `n` watches are open on `s`. */
+export async function watchesOpen(s: KubeApiServer, n: number): Promise<void> {
+  while (s.openWatches < n) await once(s, "watch");
 }

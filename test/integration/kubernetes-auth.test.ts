@@ -15,6 +15,7 @@ import {
   type KubeApiServerOptions,
   startKubeApiServer,
 } from "../helpers/kube-apiserver.js";
+import { until } from "../helpers/watch.js";
 
 const PLUGIN = join(import.meta.dirname, "..", "fixtures", "kubernetes", "exec-plugin.mjs");
 
@@ -60,18 +61,6 @@ function watch(
   const registry = new Registry([backend]);
   registries.push(registry);
   return registry.watch(parseServiceName("web.default", 80));
-}
-
-function until(w: ServiceWatch, predicate: (s: ServiceSnapshot) => boolean): Promise<ServiceSnapshot> {
-  if (predicate(w.snapshot)) return Promise.resolve(w.snapshot);
-  return new Promise((resolve) => {
-    const sub = w.onUpdate((s) => {
-      if (predicate(s)) {
-        sub.dispose();
-        resolve(s);
-      }
-    });
-  });
 }
 
 const status = (s: ServiceSnapshot) => (s.sources[0]!.clusters as readonly KubernetesClusterStatus[])[0]!;

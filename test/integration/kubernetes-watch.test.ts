@@ -15,8 +15,10 @@ import {
   type ApiRequest,
   type Fault,
   type KubeApiServer,
+  nextRequest,
   startKubeApiServer,
 } from "../helpers/kube-apiserver.js";
+import { until } from "../helpers/watch.js";
 
 let ca: TestCa;
 const servers: KubeApiServer[] = [];
@@ -62,30 +64,6 @@ async function setup(
   await until(w, (x) => x.state === "bound");
   while (s.openWatches < 2) await once(s, "watch");
   return { s, w, backend };
-}
-
-function until(w: ServiceWatch, predicate: (s: ServiceSnapshot) => boolean): Promise<ServiceSnapshot> {
-  if (predicate(w.snapshot)) return Promise.resolve(w.snapshot);
-  return new Promise((resolve) => {
-    const sub = w.onUpdate((s) => {
-      if (predicate(s)) {
-        sub.dispose();
-        resolve(s);
-      }
-    });
-  });
-}
-
-function nextRequest(s: KubeApiServer, predicate: (r: ApiRequest) => boolean): Promise<ApiRequest> {
-  return new Promise((resolve) => {
-    const on = (r: ApiRequest) => {
-      if (predicate(r)) {
-        s.off("request", on);
-        resolve(r);
-      }
-    };
-    s.on("request", on);
-  });
 }
 
 const isSliceWatch = (r: ApiRequest) => r.watch && r.path.endsWith("/endpointslices");

@@ -1,5 +1,4 @@
 import { execFile } from "node:child_process";
-import { once } from "node:events";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { getGlobalDispatcher, MockAgent, setGlobalDispatcher } from "undici";
@@ -14,7 +13,13 @@ import { parseServiceName } from "../../src/discovery/names.js";
 import { Registry, type ServiceSnapshot, type ServiceWatch } from "../../src/discovery/registry.js";
 import { ErrorCodes, KubernetesError } from "../../src/errors.js";
 import { createTestCa, type TestCa } from "../helpers/certs.js";
-import { type ApiRequest, type KubeApiServer, startKubeApiServer } from "../helpers/kube-apiserver.js";
+import {
+  type KubeApiServer,
+  nextRequest,
+  startKubeApiServer,
+  watchesOpen,
+} from "../helpers/kube-apiserver.js";
+import { until } from "../helpers/watch.js";
 
 let ca: TestCa;
 const servers: KubeApiServer[] = [];
@@ -61,37 +66,7 @@ function watch(backend: DiscoveryBackend, name: string, port?: number | string):
   return registry.watch(parseServiceName(name, port));
 }
 
-/** Resolves with the first snapshot (current or next) that satisfies `predicate`. */
-function until(w: ServiceWatch, predicate: (s: ServiceSnapshot) => boolean): Promise<ServiceSnapshot> {
-  if (predicate(w.snapshot)) return Promise.resolve(w.snapshot);
-  return new Promise((resolve) => {
-    const sub = w.onUpdate((s) => {
-      if (predicate(s)) {
-        sub.dispose();
-        resolve(s);
-      }
-    });
-  });
-}
-
-/** Resolves with the next request that satisfies `predicate`. */
-function nextRequest(s: KubeApiServer, predicate: (r: ApiRequest) => boolean): Promise<ApiRequest> {
-  return new Promise((resolve) => {
-    const on = (r: ApiRequest) => {
-      if (predicate(r)) {
-        s.off("request", on);
-        resolve(r);
-      }
-    };
-    s.on("request", on);
-  });
-}
-
 /** Resolves once `n` watches are open on the server. */
-async function watchesOpen(s: KubeApiServer, n: number): Promise<void> {
-  while (s.openWatches < n) await once(s, "watch");
-}
-
 const ids = (s: ServiceSnapshot) => s.endpoints.map((e) => e.id).sort();
 const clusterStatus = (s: ServiceSnapshot) =>
   s.sources[0]?.clusters as readonly KubernetesClusterStatus[] | undefined;
