@@ -221,6 +221,20 @@ describe("MeshDispatcher", () => {
     expect(spy.destroys).toEqual([reason, null]);
   });
 
+  it("listens to its agent's events only once someone listens to its own", async () => {
+    const agent = new Agent();
+    const dispatcher = new MeshDispatcher(routes, { agent });
+    const events = ["connect", "disconnect", "connectionError", "drain"] as const;
+    const count = () => events.map((e) => agent.listenerCount(e));
+    const before = count();
+    await (await request(`${MESH_ORIGIN}/quiet`, { dispatcher })).body.text();
+    expect(count()).toEqual(before);
+    dispatcher.on("drain", () => {});
+    dispatcher.on("drain", () => {});
+    expect(count()).toEqual([before[0], before[1], before[2], before[3]! + 1]);
+    await dispatcher.close();
+  });
+
   it("reports the state of its agent and re-emits its connection events with itself first", async () => {
     const dispatcher = new MeshDispatcher(routes);
     const connected = once(dispatcher, "connect");

@@ -19,6 +19,7 @@
  * @module
  */
 
+import type { EventEmitter } from "node:events";
 import { Agent, Dispatcher, errors } from "undici";
 import { type CallSite, MeshCall } from "./call.js";
 import { type HttpRoutes, RouteTable } from "./routes.js";
@@ -81,11 +82,18 @@ export class MeshDispatcher extends Dispatcher {
     this.#passthrough = options.passthrough ?? agent;
     this.#table = new RouteTable(routes, options.explicit ?? false);
     this.#site = { routes, dispatch: agent.dispatch.bind(agent) };
+    // The agents' events are passed on only once someone listens here: each
+    // request that frees a connection emits `drain`, and passing on an event
+    // nobody hears would cost every request an array and two emits.
     const dispatchers = this.#passthrough === agent ? [agent] : [agent, this.#passthrough];
-    for (const d of dispatchers) {
-      for (const event of AGENT_EVENTS) {
+    const relayed = new Set<string | symbol>();
+    // Dispatcher's typings list only its own events; `newListener` is EventEmitter's.
+    (this as unknown as EventEmitter).on("newListener", (event: string | symbol) => {
+      if (relayed.has(event) || !(AGENT_EVENTS as readonly (string | symbol)[]).includes(event)) return;
+      relayed.add(event);
+      for (const d of dispatchers) {
         d.on(event as "connect", (origin: URL, targets: readonly Dispatcher[], err?: unknown) => {
-          (this.emit as (event: string, ...args: unknown[]) => boolean)(
+          (this.emit as (event: string | symbol, ...args: unknown[]) => boolean)(
             event,
             origin,
             [this, ...targets],
@@ -93,7 +101,7 @@ export class MeshDispatcher extends Dispatcher {
           );
         });
       }
-    }
+    });
   }
 
   /** True once `close()` was called (the pass-through agent's state). */
