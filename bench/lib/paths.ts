@@ -149,6 +149,31 @@ function needOrigin(spec: ClientSpec): string {
   return spec.origin;
 }
 
+/**
+ * The floor of any origin-rewriting dispatcher: a `Dispatcher` subclass that
+ * hands the caller's handler and a copy of its options, with `target` as the
+ * origin, straight to an `Agent` (no compose(), no handler wrapping).
+ */
+async function rewriteDispatcher(target: string) {
+  const { Agent, Dispatcher } = await import("undici");
+  const agent = new Agent();
+  class Rewrite extends Dispatcher {
+    override dispatch(
+      opts: DispatcherTypes.DispatchOptions,
+      handler: DispatcherTypes.DispatchHandler,
+    ): boolean {
+      return agent.dispatch({ ...opts, origin: target }, handler);
+    }
+    override close(): Promise<void> {
+      return agent.close();
+    }
+    override destroy(): Promise<void> {
+      return agent.destroy();
+    }
+  }
+  return { dispatcher: new Rewrite(), agent };
+}
+
 /** Sets up a path in this process. */
 export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
   const url = spec.origin === undefined ? MESH_URL : `${spec.origin}/`;
@@ -180,24 +205,8 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
     case "request+rewrite": {
       // The floor of any origin-rewriting dispatcher: no compose(), no handler wrapping, the caller's
       // handler straight to the Agent. What a mesh could cost if it spoke the caller's handler API.
-      const { Agent, Dispatcher, request } = await import("undici");
-      const agent = new Agent();
-      const target = needOrigin(spec);
-      class Rewrite extends Dispatcher {
-        override dispatch(
-          opts: DispatcherTypes.DispatchOptions,
-          handler: DispatcherTypes.DispatchHandler,
-        ): boolean {
-          return agent.dispatch({ ...opts, origin: target }, handler);
-        }
-        override close(): Promise<void> {
-          return agent.close();
-        }
-        override destroy(): Promise<void> {
-          return agent.destroy();
-        }
-      }
-      const dispatcher = new Rewrite();
+      const { request } = await import("undici");
+      const { dispatcher, agent } = await rewriteDispatcher(needOrigin(spec));
       return {
         call: async () => (await request(MESH_URL, { dispatcher })).body.text(),
         close: () => agent.close(),
@@ -235,24 +244,8 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
     }
     case "fetch+rewrite": {
       // The floor of any origin-rewriting dispatcher under fetch: fetch's own handler straight to the Agent.
-      const { Agent, Dispatcher } = await import("undici");
-      const agent = new Agent();
-      const target = needOrigin(spec);
-      class Rewrite extends Dispatcher {
-        override dispatch(
-          opts: DispatcherTypes.DispatchOptions,
-          handler: DispatcherTypes.DispatchHandler,
-        ): boolean {
-          return agent.dispatch({ ...opts, origin: target }, handler);
-        }
-        override close(): Promise<void> {
-          return agent.close();
-        }
-        override destroy(): Promise<void> {
-          return agent.destroy();
-        }
-      }
-      const init = { dispatcher: new Rewrite() } as unknown as RequestInit;
+      const { dispatcher, agent } = await rewriteDispatcher(needOrigin(spec));
+      const init = { dispatcher } as unknown as RequestInit;
       return {
         call: async () => (await fetch(MESH_URL, init)).text(),
         close: () => agent.close(),
