@@ -39,7 +39,7 @@ import {
   nativeTransport,
 } from "./dns/transport.js";
 import type { Endpoint } from "./endpoint.js";
-import { ClusterAnnouncer, Wakeup } from "./merge.js";
+import { AbortFanout, ClusterAnnouncer, Wakeup } from "./merge.js";
 import type { ServiceName } from "./names.js";
 
 export type { DnsCluster, DnsDiscoveryOptions } from "./dns/options.js";
@@ -79,40 +79,6 @@ export interface DnsBackendStats {
 export interface DnsBackend extends DiscoveryBackend {
   /** Counts what the backend holds. */
   stats(): DnsBackendStats;
-}
-
-/**
- * Calls each registered function when its signal aborts, with one listener
- * per signal however many watches share it (a caller may hand every watch
- * the same signal: one listener each would pass Node's limit of 10 and warn).
- */
-class AbortFanout {
-  readonly #bySignal = new Map<
-    AbortSignal,
-    { readonly listener: () => void; readonly ends: Set<() => void> }
-  >();
-
-  add(signal: AbortSignal, end: () => void): void {
-    let entry = this.#bySignal.get(signal);
-    if (entry === undefined) {
-      const ends = new Set<() => void>();
-      const listener = () => {
-        this.#bySignal.delete(signal);
-        for (const e of [...ends]) e();
-      };
-      entry = { listener, ends };
-      this.#bySignal.set(signal, entry);
-      signal.addEventListener("abort", listener, { once: true });
-    }
-    entry.ends.add(end);
-  }
-
-  delete(signal: AbortSignal, end: () => void): void {
-    const entry = this.#bySignal.get(signal);
-    if (entry === undefined || !entry.ends.delete(end) || entry.ends.size > 0) return;
-    this.#bySignal.delete(signal);
-    signal.removeEventListener("abort", entry.listener);
-  }
 }
 
 function defaultTransport(options: DnsTransportOptions & { tcp: boolean }): DnsTransport {

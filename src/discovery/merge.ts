@@ -39,20 +39,83 @@ export class Wakeup {
 }
 
 /**
- * The lifetime of one multi-cluster watch (Consul, Kubernetes): it stops
- * when the watch's own signal or the backend's closing aborts, which also
- * wakes its loop; {@link WatchScope.end} lets go of both signals.
+ * Calls each registered function when its signal aborts, with one listener
+ * per signal however many watches share it (a caller may hand every watch
+ * the same signal: one listener each would pass Node's limit of 10 and warn).
  */
+export class AbortFanout {
+  readonly #bySignal = new Map<
+    AbortSignal,
+    { readonly listener: () => void; readonly ends: Set<() => void> }
+  >();
+
+  add(signal: AbortSignal, end: () => void): void {
+    let entry = this.#bySignal.get(signal);
+    if (entry === undefined) {
+      const ends = new Set<() => void>();
+      const listener = () => {
+        this.#bySignal.delete(signal);
+        for (const e of [...ends]) e();
+      };
+      entry = { listener, ends };
+      this.#bySignal.set(signal, entry);
+      signal.addEventListener("abort", listener, { once: true });
+    }
+    entry.ends.add(end);
+  }
+
+  delete(signal: AbortSignal, end: () => void): void {
+    const entry = this.#bySignal.get(signal);
+    if (entry === undefined || !entry.ends.delete(end) || entry.ends.size > 0) return;
+    this.#bySignal.delete(signal);
+    signal.removeEventListener("abort", entry.listener);
+  }
+}
+
+/**
+ * The watches of one multi-cluster backend (Consul, Kubernetes): each
+ * {@link WatchScope} stops when its own signal aborts or the backend
+ * closes, without a listener per watch on any shared signal.
+ */
+export class WatchScopes {
+  readonly #open = new Set<WatchScope>();
+  readonly #aborts = new AbortFanout();
+  #closed = false;
+
+  /** True once {@link WatchScopes.close} ran. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The scope of a new watch, stopped when `signal` aborts, the backend closes, or it ends. */
+  open(signal: AbortSignal): WatchScope {
+    const scope = new WatchScope(() => {
+      this.#open.delete(scope);
+      this.#aborts.delete(signal, end);
+    });
+    const end = () => scope.end();
+    this.#open.add(scope);
+    this.#aborts.add(signal, end);
+    return scope;
+  }
+
+  /** Stops every watch. */
+  close(): void {
+    this.#closed = true;
+    for (const scope of [...this.#open]) scope.end();
+  }
+}
+
+/** The lifetime of one watch: its stop, what wakes its loop, and the loop. Made by {@link WatchScopes.open}. */
 export class WatchScope {
   readonly #stop = new AbortController();
-  readonly #signals: readonly AbortSignal[];
-  readonly #onAbort = (): void => this.#stop.abort();
+  readonly #release: () => void;
   /** What wakes the loop: an answer, a failure, the stop. */
   readonly wakeup = new Wakeup();
 
-  constructor(...signals: AbortSignal[]) {
-    this.#signals = signals;
-    for (const s of signals) s.addEventListener("abort", this.#onAbort, { once: true });
+  /** @internal `release` lets go of the scope's registrations when it ends. */
+  constructor(release: () => void) {
+    this.#release = release;
     this.#stop.signal.addEventListener("abort", this.wakeup.notify, { once: true });
   }
 
@@ -83,10 +146,11 @@ export class WatchScope {
     while (!this.stopped) await this.wakeup.changed();
   }
 
-  /** Stops the watch and lets go of the signals. */
+  /** Stops the watch and lets go of its registrations (once). */
   end(): void {
+    if (this.stopped) return;
     this.#stop.abort();
-    for (const s of this.#signals) s.removeEventListener("abort", this.#onAbort);
+    this.#release();
   }
 }
 

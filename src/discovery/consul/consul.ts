@@ -12,7 +12,7 @@
 import { parseOptions } from "../../config/validate.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { DiscoveryKindFactory } from "../kinds.js";
-import { ClusterAnnouncer, WatchScope } from "../merge.js";
+import { ClusterAnnouncer, WatchScopes } from "../merge.js";
 import type { ServiceName } from "../names.js";
 import { ConsulClient } from "./client.js";
 import { planService } from "./names.js";
@@ -80,7 +80,7 @@ export function createConsulBackend(
     random: deps.random ?? Math.random,
     delay,
   });
-  const closed = new AbortController();
+  const scopes = new WatchScopes();
   const claimed = new Set<string>();
 
   const remember = (key: string) => {
@@ -102,14 +102,14 @@ export function createConsulBackend(
     },
 
     async close() {
-      closed.abort();
+      scopes.close();
       pool.close();
       await client.close();
     },
 
     async *watch(service: ServiceName, { signal }: WatchOptions): AsyncGenerator<DiscoveryUpdate> {
-      if (signal.aborted || closed.signal.aborted) return;
-      const scope = new WatchScope(signal, closed.signal);
+      if (signal.aborted || scopes.closed) return;
+      const scope = scopes.open(signal);
       const notify = scope.wakeup.notify;
       const held: { query: DatacenterQuery; release: () => void }[] = [];
 

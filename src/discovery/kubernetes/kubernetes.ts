@@ -17,7 +17,7 @@ import { parseOptions } from "../../config/validate.js";
 import { type ErrorCode, KubernetesError, type KubernetesErrorReason } from "../../errors.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { Endpoint } from "../endpoint.js";
-import { ClusterAnnouncer, WatchScope } from "../merge.js";
+import { ClusterAnnouncer, WatchScopes } from "../merge.js";
 import type { ServiceName } from "../names.js";
 import { ApiClient } from "./client.js";
 import {
@@ -142,7 +142,7 @@ export function createKubernetesBackend(
   };
   const topologyHints = options.topologyHints ?? true;
   const nodeSubzone = options.nodeSubzone ?? false;
-  const closed = new AbortController();
+  const scopes = new WatchScopes();
   /** `svc.ns` → the clusters where the Service has been seen (and not deleted since). */
   const seen = new Map<string, Set<string>>();
 
@@ -232,7 +232,7 @@ export function createKubernetesBackend(
       return seen.has(`${service.service}.${service.namespace}`);
     },
     async close() {
-      closed.abort();
+      scopes.close();
       for (const rt of runtimes) {
         for (const source of [...rt.sources.values()]) source.stop();
         await rt.client?.close();
@@ -240,8 +240,8 @@ export function createKubernetesBackend(
       }
     },
     async *watch(service: ServiceName, { signal }: WatchOptions): AsyncGenerator<DiscoveryUpdate> {
-      if (signal.aborted || closed.signal.aborted) return;
-      const scope = new WatchScope(signal, closed.signal);
+      if (signal.aborted || scopes.closed) return;
+      const scope = scopes.open(signal);
       const notify = scope.wakeup.notify;
 
       const views: ClusterView[] = [];
