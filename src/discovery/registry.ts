@@ -5,6 +5,7 @@
  * @module
  */
 
+import { sleep } from "../clock.js";
 import { reportInternalError } from "../diagnostics.js";
 import { DiscoveryError, formatValue } from "../errors.js";
 import type { Subscription } from "../subscription.js";
@@ -482,22 +483,4 @@ export class Registry {
     await Promise.allSettled([...this.#running]);
     await Promise.allSettled(this.#backends.map((b) => b.close?.()));
   }
-}
-
-/** Waits `ms` on an unreferenced timer, or until `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) {
-      resolve();
-      return;
-    }
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref?.();
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

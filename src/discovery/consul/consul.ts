@@ -9,6 +9,7 @@
  * @module
  */
 
+import { sleep } from "../../clock.js";
 import { parseOptions } from "../../config/validate.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { DiscoveryKindFactory } from "../kinds.js";
@@ -23,7 +24,7 @@ import {
   type ParsedConsulOptions,
 } from "./options.js";
 import { endpointSetKey } from "./payload.js";
-import { abortableDelay, type DatacenterQuery, type QueryDependencies, QueryPool } from "./query.js";
+import { type DatacenterQuery, type QueryDependencies, QueryPool } from "./query.js";
 import { type ConsulSettings, resolveConsulSettings } from "./settings.js";
 
 export type { ConsulDatacenter, ConsulDiscoveryOptions, ConsulTlsOptions } from "./options.js";
@@ -74,7 +75,7 @@ export function createConsulBackend(
 ): ConsulBackend {
   const settings = resolveConsulSettings(options, prefix);
   const client = new ConsulClient(settings);
-  const delay = deps.delay ?? abortableDelay;
+  const delay = deps.delay ?? sleep;
   const pool = new QueryPool(client, settings, {
     now: deps.now ?? Date.now,
     random: deps.random ?? Math.random,

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { equalJitterBackoff } from "../../clock.js";
 import type { Endpoint } from "../endpoint.js";
 import { type ConsulClient, ConsulQueryError } from "./client.js";
 import { endpointSetKey, toEndpoints } from "./payload.js";
@@ -34,22 +35,6 @@ export interface QueryDependencies {
   readonly random: () => number;
   /** Waits `ms` or until `signal` aborts, whichever is first; never rejects. */
   readonly delay: (ms: number, signal: AbortSignal) => Promise<void>;
-}
-
-/** The default {@link QueryDependencies.delay}: an unref'd timer, cleared on abort. */
-export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    // A background refresh must not keep a process alive by itself.
-    timer.unref?.();
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** What one query loop asks. */
@@ -184,11 +169,10 @@ export class DatacenterQuery {
     this.#emit();
   }
 
-  /** Jittered exponential back-off: half the doubled delay fixed, half random. */
+  /** Jittered exponential back-off after this many failures in a row. */
   #backoff(): number {
     const s = this.#settings;
-    const full = Math.min(s.backoffMax, s.backoffBase * 2 ** Math.min(this.failures - 1, 30));
-    return Math.round(full / 2 + (full / 2) * this.#deps.random());
+    return equalJitterBackoff(this.failures, s.backoffBase, s.backoffMax, this.#deps.random);
   }
 
   async #run(): Promise<void> {

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { equalJitterBackoff, sleep } from "../../clock.js";
 import { KubernetesError } from "../../errors.js";
 import { type ApiClient, statusError } from "./client.js";
 import { describeIssue, listSchema, type ResourceKind, statusSchema, type WatchEvent } from "./schemas.js";
@@ -43,21 +44,6 @@ export interface ReflectorOptions<T> {
   readonly now: () => number;
   /** Called (synchronously) whenever the store, `synced` or `error` changes. */
   readonly onChange: () => void;
-}
-
-/** Sleeps with an unref'd timer, ending early when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** One list + watch loop and its store. */
@@ -236,9 +222,7 @@ export class Reflector<T extends KubeObject> {
 
   #delay(n: number): number {
     const { base, max } = this.#o.backoff;
-    const ceiling = Math.min(max, base * 2 ** Math.min(n - 1, 30));
-    // Equal jitter: at least half the ceiling, so that retries spread without hammering.
-    return Math.round(ceiling * (0.5 + 0.5 * this.#o.random()));
+    return equalJitterBackoff(n, base, max, this.#o.random);
   }
 
   /** Lists and watches until `signal` aborts. Never rejects. */
