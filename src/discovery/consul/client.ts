@@ -60,10 +60,6 @@ export interface HealthAnswer {
   readonly entries: readonly ServiceEntry[];
   /** `X-Consul-Index`. */
   readonly index: number;
-  /** `X-Consul-KnownLeader`. */
-  readonly knownLeader: boolean;
-  /** `X-Consul-LastContact`, ms since the answering server heard from the leader. */
-  readonly lastContact: number;
   /** `X-Consul-Translate-Addresses: true`: the agent already put WAN addresses in for a remote datacenter. */
   readonly translated: boolean;
   /** `X-Consul-Results-Filtered-By-ACLs: true`: the token could not read some entries. */
@@ -200,8 +196,6 @@ export class ConsulClient {
     return {
       entries: parsed,
       index: Number(rawIndex),
-      knownLeader: header(res.headers, "x-consul-knownleader") !== "false",
-      lastContact: Number(header(res.headers, "x-consul-lastcontact") ?? 0) || 0,
       translated: header(res.headers, "x-consul-translate-addresses") === "true",
       filteredByAcls: header(res.headers, "x-consul-results-filtered-by-acls") === "true",
     };

@@ -81,7 +81,6 @@ interface ClusterView {
 }
 
 interface ClusterState {
-  readonly name: string;
   readonly pending: boolean;
   readonly endpoints: readonly Endpoint[];
   readonly error: KubernetesError | undefined;
@@ -210,7 +209,6 @@ export function createKubernetesBackend(
     const updatedAt =
       s.updatedAt === undefined || v.updatedAt === undefined ? undefined : Math.min(s.updatedAt, v.updatedAt);
     return {
-      name: rt.conn.name,
       pending,
       endpoints: view.result.endpoints,
       error,
@@ -277,7 +275,7 @@ export function createKubernetesBackend(
           const round = {
             endpoints,
             key: endpoints,
-            failure: failing.map((s) => s.status.error || s.error!.message || s.error!.code).join("; "),
+            failure: failing.map((s) => s.status.error).join("; "),
             cause: failing[0]?.error,
             clusters: Object.freeze(states.map((s) => s.status)),
           };

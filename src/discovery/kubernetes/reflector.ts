@@ -55,7 +55,6 @@ export class Reflector<T extends KubeObject> {
   #synced = false;
   #error: KubernetesError | undefined;
   #updatedAt: number | undefined;
-  #version = 0;
 
   constructor(options: ReflectorOptions<T>) {
     this.#o = options;
@@ -76,11 +75,6 @@ export class Reflector<T extends KubeObject> {
     return this.#updatedAt;
   }
 
-  /** Increases whenever the store changes. */
-  get version(): number {
-    return this.#version;
-  }
-
   /** The resource version the next watch starts from (for tests and `describe`). */
   get resourceVersion(): string | undefined {
     return this.#rv;
@@ -93,7 +87,6 @@ export class Reflector<T extends KubeObject> {
   }
 
   #changed(): void {
-    this.#version++;
     this.#items = undefined;
   }
 
