@@ -45,7 +45,6 @@ import type { TlsDescription } from "./tls/tls.js";
 import { Connector } from "./transport/connector.js";
 import { createEgressGuard } from "./transport/egress.js";
 import { createGrpcTransport, type MeshGrpc } from "./transport/grpc/grpc.js";
-import type { HeaderControlsSwitch } from "./transport/http/call.js";
 import { MeshDispatcher } from "./transport/http/dispatcher.js";
 import { type MeshFetchInit, withCallOptions } from "./transport/http/headers.js";
 import { createNodeAgents, type NodeAgents } from "./transport/http/node-agent.js";
@@ -321,7 +320,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     egress,
     tls,
   });
-  const routes: HttpRoutes & HeaderControlsSwitch = {
+  const routes: HttpRoutes = {
     policy,
     connections: connector,
     tls,

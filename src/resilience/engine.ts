@@ -50,18 +50,6 @@ export interface ServiceRoute {
   readonly timers: TimerWheel;
 }
 
-/** Per-call settings a transport reads from its request (and the policy's defaults). */
-export interface CallSettings {
-  /** The request may be sent again after its bytes reached the wire (idempotent, or marked retryable). */
-  readonly retryable: boolean;
-  /** Hedge delay (ms or `p95`), or undefined for no hedging. */
-  readonly hedge: number | "p95" | undefined;
-  /** The call's deadline in ms from dispatch; `Infinity` for none. */
-  readonly deadlineMs: number;
-  /** The per-try timeout in ms (connecting included). */
-  readonly perTryTimeout: number;
-}
-
 /** An attempt's per-try timeout passed: before it could start writing (`connect`), or before its response. */
 export class PerTryTimeoutError extends Error {
   /** `MESHLINK_ATTEMPT_TIMEOUT`. */
@@ -476,7 +464,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     const next = this.pickEndpoint({
       exclude: this.#triedIds(),
       avoidClusters: this.#badClusters,
-      hard: kind === "tls" || this.#tlsFailed,
+      hard: this.#tlsFailed,
     });
     if (next === undefined) return undefined;
     if (kind === "stale") {

@@ -89,15 +89,6 @@ export interface CallSite {
 }
 
 /**
- * @internal The switch for header controls that the façade sets on its
- * {@link HttpRoutes} (`headerControls: false` from `policy.headerControls`).
- */
-export interface HeaderControlsSwitch {
-  /** false: meshlink's control headers are stripped and ignored. */
-  readonly headerControls?: boolean | undefined;
-}
-
-/**
  * The dispatch options of an attempt: every field of the caller's options,
  * in one shape that starts with the fields undici's `Request` reads
  * (lib/core/request.js); `origin`, `headers` and `headersTimeout` are set
@@ -197,7 +188,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     if ((mask & H_CONTROL) !== 0) {
       source = stripControls(source);
       // Off in a service that forwards its callers' headers, who must not force resends.
-      if ((site.routes as HeaderControlsSwitch).headerControls !== false) {
+      if (site.routes.headerControls !== false) {
         if (mask & H_RETRYABLE) retryable = upgrade == null && parseFlag(found.retryable, retryable);
         if (mask & H_HEDGE) hedge = parseHedge(found.hedge, policy.hedging.delay ?? "p95");
         if (mask & H_TIMEOUT) {
@@ -248,7 +239,13 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     this.#span = span;
     const obs =
       instruments !== undefined || span.isRecording()
-        ? new CallObserver(route, span, parent, instruments, httpAttempt(method, url, route))
+        ? new CallObserver(
+            route,
+            span,
+            parent,
+            instruments,
+            span.isRecording() ? httpAttempt(method, url, route) : HTTP_STATUS_ONLY,
+          )
         : undefined;
     this.#obs = obs;
     this.observed = obs !== undefined;
@@ -509,6 +506,19 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
 }
 
 /** HTTP's names for attempt spans and statuses (made only for a call something records). */
+/**
+ * What a call that only records metrics (no span of its own) needs of the
+ * protocol: the status rules. Shared, so that such a call builds no
+ * attribute object it would never read.
+ */
+const HTTP_STATUS_ONLY: ProtocolAttributes = {
+  spanName: "",
+  attributes: {},
+  resendCount: undefined,
+  statusAttribute: "http.response.status_code",
+  isErrorStatus: httpErrorStatus,
+};
+
 function httpAttempt(method: string, url: string, route: Route): ProtocolAttributes {
   return {
     spanName: `${method} attempt`,

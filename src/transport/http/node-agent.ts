@@ -237,7 +237,7 @@ class NodeCall {
   #settled = true;
   /** Counted among the service's calls in flight. */
   #counted = false;
-  #attempts = 0;
+  /** Every endpoint this request went to, in order (its attempts). */
   #tried: string[] = [];
   #badClusters: string[] | undefined;
   #records: AttemptRecord[] | undefined;
@@ -320,10 +320,7 @@ class NodeCall {
     this.#health = health;
     this.#settled = false;
     this.#startedAt = this.#core.routes.policy.now();
-    this.#attempts++;
     this.#tried.push(endpoint.id);
-    // Tells the connector which endpoint this origin is (its TLS identity, once mTLS lands).
-    this.#route.originOf(endpoint);
   }
 
   /** The request options with the endpoint's address: Node's Agent pools by them. */
@@ -415,7 +412,7 @@ class NodeCall {
   /** Another endpoint after a connect failure, preferring another cluster; undefined when the policy or budget says no. */
   #retryTarget(failed: Endpoint): Endpoint | undefined {
     const policy = this.#core.routes.policy;
-    if (this.#req.destroyed || this.#core.closed || !policy.mayRetry("connect", false, this.#attempts)) {
+    if (this.#req.destroyed || this.#core.closed || !policy.mayRetry("connect", false, this.#tried.length)) {
       return undefined;
     }
     const bad = (this.#badClusters ??= []);

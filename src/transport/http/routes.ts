@@ -35,6 +35,8 @@ export interface HttpRoutes {
   readonly connections?: Connector | undefined;
   /** Mesh TLS: which endpoints are called over TLS, whatever the URL's scheme. Default: `https:` URLs only. */
   readonly tls?: TlsPolicy | undefined;
+  /** false: meshlink's control headers are stripped and ignored (`policy.headerControls`). */
+  readonly headerControls?: boolean | undefined;
 }
 
 /** One origin that is a mesh name, resolved once and reused by every call to it. */
