@@ -1,7 +1,7 @@
 /**
- * Trace context in gRPC metadata: the setter the registered propagator
- * writes through (one propagator serves HTTP headers and gRPC metadata
- * alike), and the `rpc.*` attributes of a call's client span. The rest —
+ * Trace context in gRPC metadata (written as for HTTP headers: one
+ * propagator serves both), and the `rpc.*` attributes of a call's client
+ * span. The rest —
  * whether an SDK is registered, the span itself, the W3C fallback when the
  * application registered no propagator — is `telemetry/tracing.ts`'s, shared
  * with HTTP.
@@ -9,33 +9,22 @@
  * @module
  */
 
-import { type Attributes, type Context, propagation, type TextMapSetter, trace } from "@opentelemetry/api";
+import type { Attributes, Context } from "@opentelemetry/api";
 import type { ServiceName } from "../../discovery/names.js";
 import type { ProtocolAttributes } from "../../telemetry/call.js";
 import { type HeaderList, injectHeaders } from "../../telemetry/tracing.js";
 import type { GrpcMetadata as Metadata } from "./types.js";
 
-/** Writes a propagated field into gRPC metadata (the keys propagators use are lower-case ASCII). */
-export const metadataSetter: TextMapSetter<Metadata> = {
-  set(carrier, key, value) {
-    carrier.set(key, value);
-  },
-};
-
 /**
- * Injects the trace context of `ctx` into metadata through the registered
- * propagator; with none registered, the W3C `traceparent` (and
- * `tracestate`) that {@link injectHeaders} writes for HTTP.
+ * Injects the trace context of `ctx` into metadata as {@link injectHeaders}
+ * writes it for HTTP: through the registered propagator, or the W3C
+ * `traceparent` (and `tracestate`) when none is registered; nothing (and
+ * no lookups) while no OpenTelemetry global is registered.
  */
 export function injectMetadata(ctx: Context, metadata: Metadata): void {
-  if (propagation.fields().length > 0) {
-    propagation.inject(ctx, metadata, metadataSetter);
-    return;
-  }
-  if (trace.getSpanContext(ctx) === undefined) return;
   const fields: HeaderList = [];
   injectHeaders(ctx, fields);
-  for (let i = 0; i < fields.length; i += 2) metadata.set(fields[i]!, fields[i + 1]!);
+  setFields(metadata, fields);
 }
 
 /**

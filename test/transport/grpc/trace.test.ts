@@ -1,12 +1,7 @@
 import { Metadata } from "@grpc/grpc-js";
 import { context, propagation, ROOT_CONTEXT, trace } from "@opentelemetry/api";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  injectMetadata,
-  metadataSetter,
-  rpcAttributes,
-  rpcSpanName,
-} from "../../../src/transport/grpc/trace.js";
+import { injectMetadata, rpcAttributes, rpcSpanName, setFields } from "../../../src/transport/grpc/trace.js";
 import { installTracing } from "../../helpers/otel.js";
 
 const spanContext = {
@@ -43,11 +38,10 @@ describe("injectMetadata", () => {
   });
 });
 
-describe("metadataSetter", () => {
+describe("setFields", () => {
   it("sets one value per key, replacing an earlier one", () => {
     const md = new Metadata();
-    metadataSetter.set(md, "tracestate", "a=1");
-    metadataSetter.set(md, "tracestate", "b=2");
+    setFields(md, ["tracestate", "a=1", "tracestate", "b=2"]);
     expect(md.get("tracestate")).toEqual(["b=2"]);
   });
 });
