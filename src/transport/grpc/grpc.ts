@@ -153,9 +153,13 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
   readonly #idempotent = new Set<string>();
   readonly #tls: GrpcTlsPolicy | undefined;
   #kit: GrpcKit | undefined;
-  #interceptors: GrpcInterceptor[] | undefined;
-  #credentials: GrpcChannelCredentials;
-  readonly #explicit = new WeakMap<object, GrpcChannelCredentials>();
+  readonly #interceptors: GrpcInterceptor[] = [meshInterceptor(this)];
+  /**
+   * Credentials made for the registered module (a credentials object of
+   * another copy of grpc-js fails its `instanceof` checks), by TLS source;
+   * the mesh's own under the transport itself. A new module, a new map.
+   */
+  #credentials = new WeakMap<object, GrpcChannelCredentials>();
 
   /** @internal */
   constructor(options: GrpcTransportOptions) {
@@ -215,21 +219,18 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
 
   credentials(tls?: GrpcTlsSource): GrpcChannelCredentials {
     const kit = this.#need("mesh.grpc.credentials()");
-    if (tls !== undefined) {
-      let c = this.#explicit.get(tls);
-      if (c === undefined) {
-        c = meshCredentials(kit, tlsPolicyOf(tls), this.egress);
-        this.#explicit.set(tls, c);
-      }
-      return c;
+    const key = tls ?? this;
+    let c = this.#credentials.get(key);
+    if (c === undefined) {
+      c = meshCredentials(kit, tls === undefined ? this.#tls : tlsPolicyOf(tls), this.egress);
+      this.#credentials.set(key, c);
     }
-    this.#credentials ??= meshCredentials(kit, this.#tls, this.egress);
-    return this.#credentials;
+    return c;
   }
 
   get interceptors(): GrpcInterceptor[] {
     this.#need("mesh.grpc.interceptors");
-    return this.#interceptors!;
+    return this.#interceptors;
   }
 
   idempotent(...methods: IdempotentMethods[]): void {
@@ -248,8 +249,7 @@ export class GrpcTransport implements MeshGrpc, GrpcMeshHost, InterceptorHost {
     const kit = installOn(grpc);
     if (kit === this.#kit) return;
     this.#kit = kit;
-    this.#interceptors = [meshInterceptor(this)];
-    this.#credentials = undefined;
+    this.#credentials = new WeakMap();
   }
 
   #need(what: string): GrpcKit {
