@@ -14,6 +14,7 @@
  */
 
 import type { Subscription } from "../subscription.js";
+import { notify } from "./source.js";
 import type { CertificateSource, TlsMaterial } from "./tls.js";
 
 /** grpc-js's `CaCertificateUpdateListener`: the trust bundle, PEM, or null when there is none. */
@@ -60,20 +61,11 @@ export function grpcCertificateProvider(
     m.cert === undefined || m.key === undefined
       ? null
       : { certificate: Buffer.from(m.cert), privateKey: Buffer.from(m.key) };
-  const call = <T>(listener: (u: T) => void, update: T) => {
-    try {
-      listener(update);
-    } catch (err) {
-      process.emitWarning(
-        `meshlink: a gRPC certificate listener threw: ${(err as Error)?.message ?? String(err)}`,
-      );
-    }
-  };
   const sync = () => {
     if (caListeners.size + idListeners.size > 0) {
       subscription ??= source.onUpdate((m) => {
-        for (const l of [...caListeners]) call(l, ca(m));
-        for (const l of [...idListeners]) call(l, identity(m));
+        notify(caListeners, ca(m), "gRPC certificate");
+        notify(idListeners, identity(m), "gRPC certificate");
       });
     } else {
       subscription?.dispose();
@@ -83,7 +75,7 @@ export function grpcCertificateProvider(
   // grpc-js waits for a first update before it connects; deliver the current material on the next tick, as its own provider does.
   const first = <T>(set: Set<(u: T) => void>, listener: (u: T) => void, of: (m: TlsMaterial) => T) => {
     process.nextTick(() => {
-      if (set.has(listener)) call(listener, of(source.current()));
+      if (set.has(listener)) notify(new Set([listener]), of(source.current()), "gRPC certificate");
     });
   };
 

@@ -89,8 +89,7 @@ class MeshTlsPolicy implements TlsPolicy {
       watch: options.watch,
     });
     this.source.onUpdate((m) => {
-      this.#cache.clear();
-      this.#cacheVersion = m.version;
+      // connectOptions() drops cached options of an older version itself.
       this.#startExpiry(m);
       notify(this.#rotate, { version: m.version, certificates: m.certificates }, "onRotate");
     });
