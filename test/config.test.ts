@@ -106,6 +106,14 @@ describe("resolveConfig", () => {
     expect(attempts.value).toBe(0);
   });
 
+  it("names the egress option's path, in options and in a file", () => {
+    const err = configError(() => resolveConfig({ env: {}, egress: { deny: "10.0.0.0/8" as never } }));
+    expect(err.source).toBe("egress.deny");
+    const path = file("egress.yaml", "egress:\n  dney: [10.0.0.0/8]\n");
+    const typo = configError(() => resolveConfig({ env: { MESHLINK_CONFIG: path } }));
+    expect(typo.source).toBe(`${path}: egress.dney`);
+  });
+
   it("names MESHLINK_CONFIG and the path when the file cannot be read", () => {
     const err = configError(() => resolveConfig({ env: { MESHLINK_CONFIG: join(dir, "missing.yaml") } }));
     expect(err.source).toBe("MESHLINK_CONFIG");

@@ -237,9 +237,9 @@ const shared = {
   settleTimeout: z.number().int().positive().optional(),
   agent: agentSchema.optional(),
   serviceIdleTimeout: serviceIdleTimeoutSchema.optional(),
-  // Checked, with their own redaction, by resolveTlsOptions and createEgressGuard.
+  // Checked, with its own redaction of key material, by resolveTlsOptions.
   tls: z.unknown().optional(),
-  egress: z.unknown().optional(),
+  egress: egressOptionsSchema.optional(),
   admin: z
     .union([
       z.literal(false),
@@ -403,14 +403,9 @@ export function resolveConfig(options: MeshOptions = {}): ResolvedConfig {
     serviceIdleTimeout: opts.serviceIdleTimeout ?? file?.serviceIdleTimeout ?? SERVICE_IDLE_TIMEOUT_DEFAULT,
     tls: resolveTlsOptions(opts.tls as TlsOptions | undefined, env, file?.tls, file?.path ?? ENV.CONFIG),
     egress:
-      opts.egress !== undefined
-        ? { options: parseOptions(egressOptionsSchema, opts.egress, "egress."), source: "egress" }
-        : file?.egress !== undefined
-          ? {
-              options: parseOptions(egressOptionsSchema, file.egress, `${file.path}: egress.`),
-              source: `${file.path}: egress`,
-            }
-          : { options: {}, source: "egress" },
+      opts.egress === undefined && file?.egress !== undefined
+        ? { options: file.egress, source: `${file.path}: egress` }
+        : { options: opts.egress ?? {}, source: "egress" },
     warnings,
     admin: resolveAdmin(opts.admin, env[ENV.ADMIN], file?.admin, file?.path),
   };
