@@ -70,6 +70,30 @@ export class PerTryTimeoutError extends Error {
 }
 
 /**
+ * Admits a call to its service, for every transport: refused when the mesh
+ * is closed or the service's bulkhead is full (the error says which);
+ * otherwise counted as in flight, with a deposit into the retry budget.
+ * A call admitted must be let go with {@link releaseCall} once it ends.
+ */
+export function admitCall(route: ServiceRoute, policy: CallPolicy, meshClosed: boolean): Error | undefined {
+  if (meshClosed) return new MeshClosedError();
+  const state = route.state;
+  if (state.active >= policy.maxRequestsPerService) {
+    return new BulkheadFullError(route.name.key, "service", policy.maxRequestsPerService);
+  }
+  state.active++;
+  policy.admitted();
+  state.budget?.deposit();
+  return undefined;
+}
+
+/** Lets go of a call {@link admitCall} admitted. */
+export function releaseCall(route: ServiceRoute, policy: CallPolicy): void {
+  route.state.active--;
+  policy.ended();
+}
+
+/**
  * Why a pick found no endpoint, as the error the caller gets: a full
  * bulkhead, the discovery error when every backend failed before it ever
  * answered, an unknown service, or no healthy endpoint (with the attempts
@@ -322,19 +346,12 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   #admit(now: number): void {
     if (this.finished) return;
-    if (this.meshClosed) {
-      this.#fail(new MeshClosedError());
+    const refused = admitCall(this.route, this.policy, this.meshClosed);
+    if (refused !== undefined) {
+      this.#fail(refused);
       return;
     }
-    const state = this.route.state;
-    if (state.active >= this.policy.maxRequestsPerService) {
-      this.#fail(new BulkheadFullError(this.route.name.key, "service", this.policy.maxRequestsPerService));
-      return;
-    }
-    state.active++;
-    this.policy.admitted();
     this.#counted = true;
-    state.budget?.deposit();
     const endpoint = this.pickEndpoint();
     if (endpoint === undefined) {
       this.#fail(this.#noEndpoint());
@@ -545,8 +562,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     this.finished = true;
     if (this.#counted) {
       this.#counted = false;
-      this.route.state.active--;
-      this.policy.ended();
+      releaseCall(this.route, this.policy);
     }
     const timers = this.route.timers;
     if (this.#deadlineTimer !== undefined) timers.cancel(this.#deadlineTimer);

@@ -34,8 +34,8 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { hostPort } from "../../discovery/endpoint.js";
-import { type AttemptRecord, BulkheadFullError, MeshClosedError, RequestFailedError } from "../../errors.js";
-import { noEndpointError, PerTryTimeoutError } from "../../resilience/engine.js";
+import { type AttemptRecord, RequestFailedError } from "../../errors.js";
+import { admitCall, noEndpointError, PerTryTimeoutError, releaseCall } from "../../resilience/engine.js";
 import { classifyError } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { Connector } from "../connector.js";
@@ -282,21 +282,12 @@ class NodeCall {
       return;
     }
     const route = this.#route;
-    const policy = this.#core.routes.policy;
-    const state = route.state;
-    let err: Error | undefined;
-    if (this.#core.closed) err = new MeshClosedError();
-    else if (state.active >= policy.maxRequestsPerService) {
-      err = new BulkheadFullError(route.name.key, "service", policy.maxRequestsPerService);
-    }
-    if (err !== undefined) {
-      this.#fail(err);
+    const refused = admitCall(route, this.#core.routes.policy, this.#core.closed);
+    if (refused !== undefined) {
+      this.#fail(refused);
       return;
     }
-    state.active++;
-    policy.admitted();
     this.#counted = true;
-    state.budget?.deposit();
     const endpoint = route.balancer.pick();
     if (endpoint === undefined) {
       this.#fail(noEndpointError(this.#route, this.#core.routes.policy, this.#records ?? []));
@@ -469,8 +460,7 @@ class NodeCall {
     }
     if (this.#counted) {
       this.#counted = false;
-      this.#route.state.active--;
-      this.#core.routes.policy.ended();
+      releaseCall(this.#route, this.#core.routes.policy);
     }
   }
 }
