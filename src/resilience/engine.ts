@@ -316,6 +316,15 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
    */
   protected noteSettled(_attempt: A, _outcome: AttemptOutcome, _reason: string): void {}
 
+  /**
+   * The error a call ends with when its last attempt failed (`kind` as the
+   * engine counted it: `connect` for one that never started) and no other
+   * may follow. A transport may say more, such as why it was not sent again.
+   */
+  protected requestFailed(err: Error, _kind: FailureKind): Error {
+    return new RequestFailedError(this.route.name.key, this.records, { cause: err });
+  }
+
   /** Every endpoint attempt so far, with why each failed. */
   protected get records(): readonly AttemptRecord[] {
     return this.#records ?? [];
@@ -745,7 +754,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
         this.#retry(next, delay, now);
         return;
       }
-      this.#fail(new RequestFailedError(this.route.name.key, this.records, { cause: err }));
+      this.#fail(this.requestFailed(err, kind));
       return;
     }
     this.#fail(err);

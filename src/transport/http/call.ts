@@ -353,9 +353,30 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 
   protected deliverError(err: Error): void {
-    if (!this.retryable && this.winner === undefined) err = explainNotRetried(err, this.#options);
     if (this.#legacy) this.#handler.onError!(err);
     else this.#handler.onResponseError?.(this, err);
+  }
+
+  /**
+   * A request sent once and not retryable says why it was not sent again
+   * (and how to mark it); one whose connection was never made sent nothing.
+   */
+  protected override requestFailed(err: Error, kind: FailureKind): Error {
+    const method = this.#options.method;
+    if (
+      this.retryable ||
+      kind === "connect" ||
+      kind === "tls" ||
+      this.#options.upgrade != null ||
+      method === "CONNECT"
+    ) {
+      return super.requestFailed(err, kind);
+    }
+    return new RequestFailedError(this.route.name.key, this.records, {
+      cause: err,
+      method,
+      notRetried: isIdempotent(method) ? "marked-not-retryable" : "not-idempotent",
+    });
   }
 
   protected resendable(): boolean {
@@ -537,27 +558,6 @@ function httpAttempt(method: string, url: string, route: Route): ProtocolAttribu
 /** OpenTelemetry's rule for HTTP client spans: a status of 400 or more is an error. */
 function httpErrorStatus(status: number): boolean {
   return status >= 400;
-}
-
-/**
- * A {@link RequestFailedError} of a request that may not be resent, whose
- * last attempt failed after its bytes went out (the endpoint died under a
- * POST): the same error, saying why it was not retried and how to mark the
- * request retryable. Any other error as it is.
- */
-function explainNotRetried(err: Error, options: AttemptOptions): Error {
-  if (!(err instanceof RequestFailedError) || err.notRetried !== undefined) return err;
-  const method = options.method;
-  if (options.upgrade != null || method === "CONNECT") return err;
-  const cause = err.cause as { started?: unknown } | undefined;
-  const kind = classifyError(cause);
-  // A connection that was never made, or a per-try timeout while connecting, sent nothing.
-  if (kind === "connect" || kind === "other" || cause?.started === false) return err;
-  return new RequestFailedError(err.service, err.tried, {
-    cause: err.cause,
-    method,
-    notRetried: isIdempotent(method) ? "marked-not-retryable" : "not-idempotent",
-  });
 }
 
 /**
