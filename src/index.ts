@@ -131,8 +131,10 @@ export type { ReloadOptions } from "./tls/source.js";
 export type {
   CertificateInfo,
   DescribedError,
+  ExpiryEvent,
   IdentityMatch,
   IdentitySettings,
+  RotationEvent,
   TlsDescription,
   TlsMaterial,
   TlsMode,

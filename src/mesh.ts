@@ -41,7 +41,7 @@ import {
 } from "./telemetry/events.js";
 import { addGaugeSource } from "./telemetry/metrics.js";
 import { createTlsPolicy } from "./tls/policy.js";
-import type { TlsDescription } from "./tls/tls.js";
+import type { ExpiryEvent, RotationEvent, TlsDescription } from "./tls/tls.js";
 import { Connector } from "./transport/connector.js";
 import { createEgressGuard } from "./transport/egress.js";
 import { createGrpcTransport, type MeshGrpc } from "./transport/grpc/grpc.js";
@@ -222,6 +222,20 @@ export interface Mesh {
   /** A failing discovery backend answers again. Also on `meshlink:discovery:recovered`. */
   onDiscoveryRecovered(listener: (event: DiscoveryRecoveredEvent) => void): Subscription;
   /**
+   * The mesh's TLS material was rotated (files replaced, checked whole):
+   * new connections use the new version from now on.
+   */
+  onCertificateRotated(listener: (event: RotationEvent) => void): Subscription;
+  /** A rotation was refused (a half-written or mismatched set): the previous material stays in use. */
+  onCertificateRotationError(listener: (error: Error) => void): Subscription;
+  /**
+   * A certificate of the mesh's TLS material entered its warning window
+   * before not-after (`tls.expiryWarning`; by default the last fifth of its
+   * lifetime, at most 7 days). Once per certificate and material version; a
+   * listener added later is told at once of certificates already inside it.
+   */
+  onCertificateExpiring(listener: (event: ExpiryEvent) => void): Subscription;
+  /**
    * The admin endpoint's URL (`http://127.0.0.1:15090`) once it listens;
    * undefined when it is off. Rejects with a {@link ConfigError} when it
    * cannot listen (the error also goes to `meshlink:error`).
@@ -400,6 +414,9 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     onFailoverEnded: (listener) => events.on("meshlink:failover:ended", listener),
     onDiscoveryError: (listener) => events.on("meshlink:discovery:error", listener),
     onDiscoveryRecovered: (listener) => events.on("meshlink:discovery:recovered", listener),
+    onCertificateRotated: (listener) => tls.onRotate(listener),
+    onCertificateRotationError: (listener) => tls.onRotationError(listener),
+    onCertificateExpiring: (listener) => tls.onExpiring(listener),
     adminUrl: () => (admin === undefined ? Promise.resolve(undefined) : admin.url()),
     fetch(input, init) {
       let options: RequestInit = fetchInit;

@@ -8,7 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { staticDiscovery } from "../../src/discovery/static.js";
+import { ErrorCodes } from "../../src/errors.js";
 import { createMesh, type Mesh } from "../../src/mesh.js";
+import type { ExpiryEvent, RotationEvent } from "../../src/tls/tls.js";
 import { rejection } from "../helpers/assert.js";
 import { createTestCa, type Pem, startTlsServer, type TestCa, type TlsTestServer } from "../helpers/certs.js";
 import { startServer } from "../helpers/servers.js";
@@ -179,6 +181,47 @@ describe("createMesh with tls strict mode from the environment", () => {
     expect(calls).toBeGreaterThan(0);
     expect(failed).toBe(0);
     expect(mesh.describe().tls.version).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe("createMesh TLS events", () => {
+  it("tells the application of certificates nearing expiry, refused rotations and rotations", async () => {
+    const own = mkdtempSync(join(tmpdir(), "meshlink-mesh-tls-events-"));
+    try {
+      const first = issueClient("events-1");
+      const next = issueClient("events-2");
+      writeFileSync(join(own, "ca.pem"), ca.cert);
+      writeFileSync(join(own, "tls.crt"), first.cert);
+      writeFileSync(join(own, "tls.key"), first.key);
+      const mesh = createMesh({
+        env: {},
+        discovery: [],
+        tls: {
+          mode: "strict",
+          ca: join(own, "ca.pem"),
+          cert: join(own, "tls.crt"),
+          key: join(own, "tls.key"),
+          reload: { debounce: 10, interval: 60_000 },
+          // Every certificate is inside a window this long: each is reported at once.
+          expiryWarning: 366 * 24 * 3600 * 1000,
+        },
+      });
+      meshes.push(mesh);
+      const expiring = await new Promise<ExpiryEvent>((resolve) => mesh.onCertificateExpiring(resolve));
+      expect(expiring.remainingMs).toBeGreaterThan(0);
+
+      const refused = new Promise<Error>((resolve) => mesh.onCertificateRotationError(resolve));
+      replace(join(own, "tls.crt"), next.cert);
+      expect(await refused).toMatchObject({ code: ErrorCodes.TLS_MATERIAL });
+
+      const rotated = new Promise<RotationEvent>((resolve) => mesh.onCertificateRotated(resolve));
+      replace(join(own, "tls.key"), next.key);
+      const event = await rotated;
+      expect(event.version).toBe(2);
+      expect(event.certificates.find((c) => c.role === "cert")?.subject).toBe("CN=events-2");
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 });
 
