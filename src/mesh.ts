@@ -325,7 +325,7 @@ export function createMesh(options: MeshOptions = {}): Mesh {
   const tls = createTlsPolicy(config.tls);
   const gauges = addGaugeSource({
     balancers: () => balancers.values(),
-    certificates: () => tls.describe().certificates,
+    certificates: () => tls.source.current().certificates,
   });
   const egress = createEgressGuard(config.egress.options, config.egress.source);
   const connector = new Connector({

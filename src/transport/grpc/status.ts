@@ -121,16 +121,11 @@ export function statusOf(err: Error, newMetadata: () => Metadata): StatusObject 
     return { code: Status.INTERNAL, details: `meshlink: ${err?.message ?? String(err)}`, metadata };
   }
   metadata.set(ERROR_METADATA, err.code);
-  let code = CODE_OF[err.code] ?? Status.UNKNOWN;
   let details = err.message;
   const cause = (err as RequestFailedError).cause;
   if (err instanceof RequestFailedError) {
-    if (cause instanceof GrpcStatusError) {
-      code = cause.status.code;
-      details = `${err.message}; last status: ${cause.status.details}`;
-    } else if (cause instanceof Error) {
-      details = `${err.message}; last: ${cause.message}`;
-    }
+    if (cause instanceof GrpcStatusError) details = `${err.message}; last status: ${cause.status.details}`;
+    else if (cause instanceof Error) details = `${err.message}; last: ${cause.message}`;
   }
-  return { code, details, metadata };
+  return { code: statusCodeOf(err), details, metadata };
 }
