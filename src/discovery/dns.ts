@@ -39,19 +39,12 @@ import {
   nativeTransport,
 } from "./dns/transport.js";
 import type { Endpoint } from "./endpoint.js";
-import { AbortFanout, ClusterAnnouncer, Wakeup } from "./merge.js";
+import { AbortFanout, ClaimSet, ClusterAnnouncer, Wakeup } from "./merge.js";
 import type { ServiceName } from "./names.js";
 
 export type { DnsCluster, DnsDiscoveryOptions } from "./dns/options.js";
 export { dnsDiscoverySchema } from "./dns/options.js";
 export { type DnsQueryPlan, dnsQueryPlan } from "./dns/plan.js";
-
-/**
- * How many names the backend remembers as claimed. A claim outlives its
- * watch (the registry forgets idle services, and the name must still route
- * into the mesh when it is called again), so the memory is bounded.
- */
-const MAX_CLAIMS = 10_000;
 
 /** @internal Replaceable parts, for tests. */
 export interface DnsDependencies {
@@ -115,14 +108,8 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
   /** Each running watch's end(); close() calls them (no listener on a shared signal per watch). */
   const sessions = new Set<() => void>();
   /** Names some cluster answered with records, oldest first. */
-  const claimed = new Set<string>();
+  const claimed = new ClaimSet();
   let closed = false;
-
-  const claim = (key: string) => {
-    claimed.delete(key);
-    claimed.add(key);
-    if (claimed.size > MAX_CLAIMS) claimed.delete(claimed.values().next().value!);
-  };
 
   return {
     name: settings.name,
@@ -165,7 +152,7 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
         signal: stop.signal,
         counters,
         notify: (state) => {
-          if (state.status === "bound") claim(service.key);
+          if (state.status === "bound") claimed.remember(service.key);
           wakeUp();
         },
       };
@@ -221,7 +208,7 @@ export function createDnsBackend(options: ParsedDnsOptions, deps: DnsDependencie
           };
           for (const update of announcer.updates(round)) {
             if (update.kind === "not-found" && round.failure === "" && decidesClaim)
-              claimed.delete(service.key);
+              claimed.forget(service.key);
             yield update;
             if (stop.signal.aborted) return;
           }

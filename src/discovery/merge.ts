@@ -39,6 +39,39 @@ export class Wakeup {
 }
 
 /**
+ * The names a backend has found, for its `claims()`. A claim outlives its
+ * watch (the registry forgets idle services, and the name must still route
+ * into the mesh when it is called again), so the memory is bounded: the
+ * most recently found `max` names, the oldest forgotten first.
+ */
+export class ClaimSet {
+  readonly #names = new Set<string>();
+  readonly #max: number;
+
+  constructor(max = 10_000) {
+    this.#max = max;
+  }
+
+  /** The backend found `key` (again): it is claimed, and the newest. */
+  remember(key: string): void {
+    const names = this.#names;
+    names.delete(key);
+    names.add(key);
+    if (names.size > this.#max) names.delete(names.values().next().value!);
+  }
+
+  /** The backend found `key` gone. */
+  forget(key: string): void {
+    this.#names.delete(key);
+  }
+
+  /** True while `key` is claimed. */
+  has(key: string): boolean {
+    return this.#names.has(key);
+  }
+}
+
+/**
  * Calls each registered function when its signal aborts, with one listener
  * per signal however many watches share it (a caller may hand every watch
  * the same signal: one listener each would pass Node's limit of 10 and warn).

@@ -13,7 +13,7 @@ import { sleep } from "../../clock.js";
 import { parseOptions } from "../../config/validate.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate, WatchOptions } from "../discovery.js";
 import type { DiscoveryKindFactory } from "../kinds.js";
-import { ClusterAnnouncer, WatchScopes } from "../merge.js";
+import { ClaimSet, ClusterAnnouncer, WatchScopes } from "../merge.js";
 import type { ServiceName } from "../names.js";
 import { ConsulClient } from "./client.js";
 import { planService } from "./names.js";
@@ -29,9 +29,6 @@ import { type ConsulSettings, resolveConsulSettings } from "./settings.js";
 
 export type { ConsulDatacenter, ConsulDiscoveryOptions, ConsulTlsOptions } from "./options.js";
 export { CONSUL_ENV } from "./settings.js";
-
-/** Short Kubernetes-style names the backend remembers having found, at most. */
-const MAX_CLAIMED = 10_000;
 
 /**
  * How long the first snapshot waits for the other datacenters once one has
@@ -82,13 +79,8 @@ export function createConsulBackend(
     delay,
   });
   const scopes = new WatchScopes();
-  const claimed = new Set<string>();
-
-  const remember = (key: string) => {
-    claimed.delete(key);
-    claimed.add(key);
-    if (claimed.size > MAX_CLAIMED) claimed.delete(claimed.values().next().value!);
-  };
+  /** Short Kubernetes-style names the backend has found. */
+  const claimed = new ClaimSet();
 
   return {
     name: settings.name,
@@ -150,8 +142,8 @@ export function createConsulBackend(
           const endpoints = queries.flatMap((q) => q.endpoints);
           const failing = queries.filter((q) => q.status === "failed");
           if (service.kind === "kubernetes") {
-            if (endpoints.length > 0) remember(service.key);
-            else if (failing.length === 0) claimed.delete(service.key);
+            if (endpoints.length > 0) claimed.remember(service.key);
+            else if (failing.length === 0) claimed.forget(service.key);
           }
           const round = {
             endpoints,
