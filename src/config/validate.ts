@@ -201,3 +201,16 @@ function issueError(
     cause,
   });
 }
+
+/**
+ * The first problem of a payload (an API answer, a plugin's output) that
+ * did not match its schema, as `path: problem` (`items[0].metadata.name:
+ * Invalid input: expected string`); `root` names the payload itself when
+ * the problem is with the whole of it.
+ */
+export function describeIssue(error: z.ZodError, root = "(root)"): string {
+  const issue = error.issues[0];
+  if (issue === undefined) return "invalid";
+  const path = issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("");
+  return `${path.replace(/^\./, "") || root}: ${issue.message}`;
+}

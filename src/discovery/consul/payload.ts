@@ -14,6 +14,7 @@
  */
 
 import { z } from "zod";
+import { describeIssue } from "../../config/validate.js";
 import { createEndpoint, type Endpoint } from "../endpoint.js";
 import type { ResolvedDatacenter } from "./settings.js";
 
@@ -78,9 +79,7 @@ const entries = z.array(entry);
 export function parseServiceEntries(json: unknown): ServiceEntry[] | string {
   const result = entries.safeParse(json);
   if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
-  const path = issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("");
-  return `${path.replace(/^\./, "") || "body"}: ${issue.message}`;
+  return describeIssue(result.error, "body");
 }
 
 /** Consul's check states, as `api.HealthChecks.AggregatedStatus` ranks them. */

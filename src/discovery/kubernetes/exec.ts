@@ -11,10 +11,10 @@
 
 import { spawn } from "node:child_process";
 import { z } from "zod";
+import { describeIssue } from "../../config/validate.js";
 import { KubernetesError } from "../../errors.js";
 import type { Credential, CredentialSource } from "./credentials.js";
 import type { ExecConfig } from "./kubeconfig.js";
-import { describeIssue } from "./schemas.js";
 
 /** What the plugin may need to know about the cluster (`provideClusterInfo`). */
 export interface ExecClusterInfo {

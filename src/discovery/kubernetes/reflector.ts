@@ -12,9 +12,10 @@
  */
 
 import { equalJitterBackoff, sleep } from "../../clock.js";
+import { describeIssue } from "../../config/validate.js";
 import { KubernetesError } from "../../errors.js";
 import { type ApiClient, statusError } from "./client.js";
-import { describeIssue, listSchema, type ResourceKind, statusSchema, type WatchEvent } from "./schemas.js";
+import { listSchema, type ResourceKind, statusSchema, type WatchEvent } from "./schemas.js";
 
 /** The parts of an object a reflector reads. */
 export interface KubeObject {

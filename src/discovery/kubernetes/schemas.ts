@@ -162,11 +162,3 @@ export const SERVICES: ResourceKind<Service> = {
   apiVersion: "v1",
   schema: serviceSchema,
 };
-
-/** A short description of a zod failure, for error messages: the first issue's path and message. */
-export function describeIssue(error: z.ZodError): string {
-  const issue = error.issues[0];
-  if (issue === undefined) return "invalid";
-  const path = issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("");
-  return `${path.replace(/^\./, "") || "(root)"}: ${issue.message}`;
-}
