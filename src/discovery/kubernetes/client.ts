@@ -36,8 +36,8 @@ const MAX_BODY = 64 << 20;
 /** One watch event larger than this is refused (an EndpointSlice holds at most 1 000 endpoints). */
 const MAX_EVENT = 16 << 20;
 
-/** One line, at most `max` characters, for messages about a server's answer. */
-function excerpt(text: string, max = 120): string {
+/** `text` on one line, cut at `max` characters, for an error message (a server's answer, a plugin's output). */
+export function excerpt(text: string, max = 120): string {
   const line = text.trim().replace(/\s+/g, " ");
   return line.length > max ? `${line.slice(0, max)}…` : line;
 }

@@ -13,6 +13,7 @@ import { spawn } from "node:child_process";
 import { z } from "zod";
 import { describeIssue } from "../../config/validate.js";
 import { KubernetesError } from "../../errors.js";
+import { excerpt } from "./client.js";
 import type { Credential, CredentialSource } from "./credentials.js";
 import type { ExecConfig } from "./kubeconfig.js";
 
@@ -59,12 +60,6 @@ const execCredentialSchema = z.looseObject({
 
 /** The most a plugin may print; real credentials are a few KiB. */
 const MAX_OUTPUT = 1 << 20;
-
-/** One line, at most `max` characters: stderr may be long, and is only a hint. */
-function excerpt(text: string, max = 300): string {
-  const line = text.trim().replace(/\s+/g, " ");
-  return line.length > max ? `${line.slice(0, max)}…` : line;
-}
 
 interface Cached {
   readonly credential: Credential;
@@ -167,7 +162,7 @@ export function execCredentials(config: ExecConfig, options: ExecOptions): Crede
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        const hint = e.code === "ENOENT" && config.installHint ? `; ${excerpt(config.installHint)}` : "";
+        const hint = e.code === "ENOENT" && config.installHint ? `; ${excerpt(config.installHint, 300)}` : "";
         reject(
           new KubernetesError(
             options.cluster,
@@ -184,7 +179,8 @@ export function execCredentials(config: ExecConfig, options: ExecOptions): Crede
         resolve({ stdout: out, stderr: err, code: exitCode });
       });
     });
-    if (code !== 0) fail(`exited with ${code ?? "a signal"}${stderr.trim() ? `: ${excerpt(stderr)}` : ""}`);
+    if (code !== 0)
+      fail(`exited with ${code ?? "a signal"}${stderr.trim() ? `: ${excerpt(stderr, 300)}` : ""}`);
     let data: unknown;
     try {
       data = JSON.parse(stdout);
