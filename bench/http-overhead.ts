@@ -13,8 +13,11 @@
  * the median over runs is the figure, the interquartile range its spread.
  *
  *     npx tsx bench/http-overhead.ts [--smoke] [--strict] [--runs=5] [--blocks=16] [--block=250]
- *       [--warmup-cycles=1] [--concurrency=1,16,64] [--set=all|targets] [--paths=request+Pool,request+mesh]
+ *       [--warmup-cycles=1] [--jit-warmup=500] [--concurrency=1,16,64] [--set=all|targets] [--paths=request+Pool,request+mesh]
  *       [--profile=3000|off] [--profile-c=1,16] [--seed=1] [--baseline=<commit>[,…]]
+ *
+ * `--jit-warmup=<ms>`: how long each fresh client process runs at
+ * concurrency 16 before its first series (JIT warm-up; default 500 ms).
  *
  * `--baseline=<commit>` runs every meshed path a second time with that
  * commit's `src/` in the same groups, so that a change is measured against
@@ -123,6 +126,7 @@ async function main(): Promise<void> {
   const blocks = numberFlag(flags, "blocks", smoke ? 2 : 16);
   const blockMs = numberFlag(flags, "block", smoke ? 50 : 250);
   const warmupCycles = numberFlag(flags, "warmup-cycles", 1);
+  const jitWarmupMs = numberFlag(flags, "jit-warmup", smoke ? 100 : 500);
   const profileOff = flags.values.get("profile") === "off";
   const profileMs = profileOff ? 0 : numberFlag(flags, "profile", smoke ? 300 : 3000);
   const profileCs = listFlag(flags, "profile-c", smoke ? ["16"] : ["1", "16"]).map(Number);
@@ -190,7 +194,7 @@ async function main(): Promise<void> {
       blocks,
       blockMs,
       warmupCycles,
-      jitWarmupMs: smoke ? 100 : 500,
+      jitWarmupMs,
       seed,
       afterLastRun: async (clients) => {
         if (profileOff) return;

@@ -32,6 +32,7 @@ import {
 const BENCHMARKS = [
   "router",
   "http-overhead",
+  "call-footprint",
   "proxy-hop",
   "failover",
   "consul",
