@@ -32,6 +32,8 @@
 
 import { fork } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Dispatcher } from "undici";
 import { MeshDispatcher } from "../src/transport/http/dispatcher.js";
@@ -223,19 +225,21 @@ async function main(): Promise<void> {
     `${NAME}: ${blocks} block(s) per shape of ${hotCalls} hot calls and ${coldCalls} cold calls (32 MiB sweep before each)` +
       `${smoke ? " — smoke pass" : ""}`,
   );
-  // A child of its own, with V8's perf map on, so that the code it optimises can be read back.
+  // A child of its own, with V8's perf map on, so that the code it optimises can be read back. The
+  // perf map also turns V8's code log on: it goes to a file of our own, removed after.
+  const log = join(tmpdir(), `meshlink-${NAME}-${process.pid}.v8.log`);
   const m = await new Promise<Measured>((resolve, reject) => {
     const c = fork(
       fileURLToPath(import.meta.url),
       ["--child", String(blocks), String(hotCalls), String(coldCalls)],
       {
-        execArgv: [...process.execArgv, "--perf-basic-prof"],
+        execArgv: [...process.execArgv, "--perf-basic-prof", "--no-logfile-per-isolate", `--logfile=${log}`],
         stdio: ["ignore", "inherit", "inherit", "ipc"],
       },
     );
     c.once("message", (msg) => resolve(msg as Measured));
     c.once("exit", (code) => reject(new Error(`the measuring child exited with ${code}`)));
-  });
+  }).finally(() => rmSync(log, { force: true }));
   printTable(
     "µs per call: dispatch → scripted agent → the caller's handler (median over blocks)",
     ["shape", "hot", "cold (32 MiB sweep)"],
