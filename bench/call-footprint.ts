@@ -147,6 +147,9 @@ type Shape = keyof typeof SHAPES;
 interface Measured {
   readonly hot: Record<Shape, number>;
   readonly cold: Record<Shape, number>;
+  /** The same for the floor: a dispatcher that copies the options with another origin and hands the caller's handler to the agent. */
+  readonly floorHot: Record<Shape, number>;
+  readonly floorCold: Record<Shape, number>;
   readonly code: { functions: number; bytes: number; top: { name: string; bytes: number }[] } | undefined;
 }
 
@@ -157,7 +160,17 @@ function sweep(): void {
   for (let i = 0; i < SWEEP.length; i += 8) sink += SWEEP[i]!;
 }
 
-function measureBlock(d: MeshDispatcher, shape: Shape, calls: number, cold: boolean): number {
+/** The floor of any dispatcher that routes by rewriting the origin: one copy of the options, the caller's own handler. */
+class RewriteOnly extends Dispatcher {
+  constructor(readonly agent: Dispatcher) {
+    super();
+  }
+  override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return this.agent.dispatch({ ...opts, origin: "http://10.0.0.1:8080" }, handler);
+  }
+}
+
+function measureBlock(d: Dispatcher, shape: Shape, calls: number, cold: boolean): number {
   const make = SHAPES[shape];
   let ns = 0n;
   for (let i = 0; i < calls; i++) {
@@ -196,23 +209,30 @@ async function child(blocks: number, hotCalls: number, coldCalls: number): Promi
   await new Promise((resolve) => setTimeout(resolve, 20));
   const mapFile = `/tmp/perf-${process.pid}.map`;
   const from = existsSync(mapFile) ? readFileSync(mapFile, "latin1").length : 0;
-  const hot: Record<Shape, number[]> = { fetch: [], request: [] };
-  const cold: Record<Shape, number[]> = { fetch: [], request: [] };
+  const floor = new RewriteOnly(new ScriptedAgent());
+  const series = () => ({ fetch: [] as number[], request: [] as number[] });
+  const hot = series();
+  const cold = series();
+  const floorHot = series();
+  const floorCold = series();
   const shapes = Object.keys(SHAPES) as Shape[];
   for (let b = -2; b < blocks; b++) {
     for (const shape of b % 2 === 0 ? shapes : [...shapes].reverse()) {
-      const h = measureBlock(d, shape, hotCalls, false);
-      const c = measureBlock(d, shape, coldCalls, true);
-      if (b < 0) continue; // warm-up: the JIT settles
-      hot[shape].push(h);
-      cold[shape].push(c);
+      // The mesh and the floor alternate, each hot then cold; the first two cycles warm the JIT up.
+      const m = [measureBlock(d, shape, hotCalls, false), measureBlock(d, shape, coldCalls, true)];
+      const f = [measureBlock(floor, shape, hotCalls, false), measureBlock(floor, shape, coldCalls, true)];
+      if (b < 0) continue;
+      hot[shape].push(m[0]!);
+      cold[shape].push(m[1]!);
+      floorHot[shape].push(f[0]!);
+      floorCold[shape].push(f[1]!);
     }
   }
   const code = optimisedCode(mapFile, from);
   rmSync(mapFile, { force: true });
   await routes.close();
   const med = (r: Record<Shape, number[]>) => ({ fetch: median(r.fetch), request: median(r.request) });
-  return { hot: med(hot), cold: med(cold), code };
+  return { hot: med(hot), cold: med(cold), floorHot: med(floorHot), floorCold: med(floorCold), code };
 }
 
 async function main(): Promise<void> {
@@ -242,8 +262,24 @@ async function main(): Promise<void> {
   }).finally(() => rmSync(log, { force: true }));
   printTable(
     "µs per call: dispatch → scripted agent → the caller's handler (median over blocks)",
-    ["shape", "hot", "cold (32 MiB sweep)"],
-    (Object.keys(SHAPES) as Shape[]).map((s) => [s, fmt(m.hot[s], 2), fmt(m.cold[s], 2)]),
+    [
+      "shape",
+      "mesh hot",
+      "floor hot",
+      "mesh cold (32 MiB sweep)",
+      "floor cold",
+      "meshlink's share hot",
+      "cold",
+    ],
+    (Object.keys(SHAPES) as Shape[]).map((s) => [
+      s,
+      fmt(m.hot[s], 2),
+      fmt(m.floorHot[s], 2),
+      fmt(m.cold[s], 2),
+      fmt(m.floorCold[s], 2),
+      fmt(m.hot[s] - m.floorHot[s], 2),
+      fmt(m.cold[s] - m.floorCold[s], 2),
+    ]),
   );
   if (m.code === undefined) console.log("\noptimised code: no perf map (not Linux, or V8 wrote none)");
   else {
