@@ -6,10 +6,10 @@
  * cancelling are O(1) and allocate nothing.
  *
  * Every entry belongs to a call in progress, so the interval keeps the
- * process alive while something is scheduled (a call waiting for a back-off
- * or a `Retry-After` must settle before the process exits); the first tick
- * that finds the wheel empty unreferences it, and it stops after a while
- * idle: an idle mesh does not hold the process.
+ * process alive exactly while something is scheduled (a call waiting for a
+ * back-off or a `Retry-After` must settle before the process exits) and is
+ * unreferenced, then stopped, when the wheel is empty: an idle mesh does not
+ * hold the process.
  *
  * @module
  */
@@ -123,10 +123,10 @@ export class TimerWheel {
     entry.next = entry.prev = null;
     entry.at = -1;
     entry.slot = -1;
-    // The process is let go at the next tick, not here: under sequential
-    // calls the wheel empties and fills again on every call, and toggling the
-    // interval's reference each time cost two native calls per call.
-    this.#size--;
+    if (--this.#size === 0 && this.#referenced) {
+      this.#interval?.unref?.();
+      this.#referenced = false;
+    }
   }
 
   /**
@@ -185,13 +185,7 @@ export class TimerWheel {
     this.#processed = Math.max(this.#processed, Math.floor(this.now() / this.#tick) - 1);
     this.#interval = setInterval(() => {
       this.advance();
-      if (this.#size > 0) return;
-      // Nothing scheduled: the wheel no longer holds the process, and stops once idle for a while.
-      if (this.#referenced) {
-        this.#interval?.unref?.();
-        this.#referenced = false;
-      }
-      if (++this.#idle >= IDLE_TICKS) this.stop();
+      if (this.#size === 0 && ++this.#idle >= IDLE_TICKS) this.stop();
     }, this.#tick);
     this.#referenced = this.#size > 0;
     if (!this.#referenced) this.#interval.unref?.();
