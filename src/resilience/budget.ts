@@ -55,9 +55,12 @@ export class RetryBudget {
     this.#current = Math.floor(this.#now() / this.#slice);
   }
 
-  /** Records a request: it earns `percent` of a retry. */
-  deposit(): void {
-    this.#add(this.#percent);
+  /**
+   * Records a request: it earns `percent` of a retry. `now`: the time on
+   * the budget's clock, when the caller has just read it (saves a read).
+   */
+  deposit(now?: number): void {
+    this.#add(this.#percent, now);
   }
 
   /** Takes one retry from the budget; false (and nothing taken) when it is spent. */
@@ -74,15 +77,15 @@ export class RetryBudget {
     return Math.max(0, (this.#reserve + this.#sum) / RETRY);
   }
 
-  #add(v: number): void {
-    this.#advance();
+  #add(v: number, now?: number): void {
+    this.#advance(now);
     this.#slots[this.#current % SLICES]! += v;
     this.#sum += v;
   }
 
   /** Expires the slices that fell out of the window. */
-  #advance(): void {
-    const slice = Math.floor(this.#now() / this.#slice);
+  #advance(now: number = this.#now()): void {
+    const slice = Math.floor(now / this.#slice);
     let passed = slice - this.#current;
     if (passed <= 0) return;
     if (passed > SLICES) passed = SLICES;

@@ -74,8 +74,14 @@ export class PerTryTimeoutError extends Error {
  * is closed or the service's bulkhead is full (the error says which);
  * otherwise counted as in flight, with a deposit into the retry budget.
  * A call admitted must be let go with {@link releaseCall} once it ends.
+ * `now`: the policy's clock, when the caller has just read it.
  */
-export function admitCall(route: ServiceRoute, policy: CallPolicy, meshClosed: boolean): Error | undefined {
+export function admitCall(
+  route: ServiceRoute,
+  policy: CallPolicy,
+  meshClosed: boolean,
+  now?: number,
+): Error | undefined {
   if (meshClosed) return new MeshClosedError();
   const state = route.state;
   if (state.active >= policy.maxRequestsPerService) {
@@ -83,7 +89,7 @@ export function admitCall(route: ServiceRoute, policy: CallPolicy, meshClosed: b
   }
   state.active++;
   policy.admitted();
-  state.budget?.deposit();
+  state.budget?.deposit(now);
   return undefined;
 }
 
@@ -355,7 +361,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   #admit(now: number): void {
     if (this.finished) return;
-    const refused = admitCall(this.route, this.policy, this.meshClosed);
+    const refused = admitCall(this.route, this.policy, this.meshClosed, now);
     if (refused !== undefined) {
       this.#fail(refused);
       return;
@@ -376,7 +382,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   #armHedge(now: number): void {
     const state = this.route.state;
-    state.hedgeBudget.deposit();
+    state.hedgeBudget.deposit(now);
     let delay = this.hedge;
     if (delay === "p95") delay = state.latency.percentile(0.95);
     if (delay === undefined) return;
@@ -419,8 +425,10 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     if (a.settled) return;
     a.settled = true;
     const tracker = this.route.balancer.health;
-    if (outcome === "success") tracker.success(a.health, latency);
-    else if (outcome === "other") tracker.release(a.health);
+    if (outcome === "success") {
+      // The response's time, when health keeps the engine's clock: no second read of it.
+      tracker.success(a.health, latency, tracker.now === this.policy.now ? a.startedAt + latency : undefined);
+    } else if (outcome === "other") tracker.release(a.health);
     else if (outcome === "stale") {
       // A keep-alive connection the server had closed: not the endpoint's fault.
       tracker.release(a.health);

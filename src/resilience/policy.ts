@@ -182,7 +182,8 @@ export class ServiceCallState {
     this.#policy = policy;
     this.hedgeByDefault = hedgeByDefault;
     const b = policy.budgetOptions;
-    this.budget = b === false ? undefined : new RetryBudget({ now: policy.now, ...b });
+    // On the policy's clock: the engine hands the budget the time it read for the call.
+    this.budget = b === false ? undefined : new RetryBudget({ ...b, now: policy.now });
     if (hedgeByDefault) this.#latency = new LatencyHistogram({ now: policy.now });
   }
 

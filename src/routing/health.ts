@@ -248,10 +248,14 @@ export class HealthTracker {
     if (h.state === "ejected" && this.now() >= h.ejectedUntil) this.#set(h, "probing");
   }
 
-  /** The call ended with a response that counts as success, after `latency` ms. */
-  success(h: EndpointHealth, latency = -1): void {
+  /**
+   * The call ended with a response that counts as success, after `latency`
+   * ms; `at`: when that latency was measured, on this tracker's clock, when
+   * the caller knows (saves a clock read).
+   */
+  success(h: EndpointHealth, latency = -1, at?: number): void {
     h.outstanding--;
-    if (latency >= 0) this.observe(h, latency);
+    if (latency >= 0) this.observe(h, latency, at);
     h.breaker.success(h.state === "probing" ? CircuitState.HalfOpen : CircuitState.Closed);
     if (h.state === "probing") {
       h.ejectedUntil = 0;
@@ -297,10 +301,10 @@ export class HealthTracker {
    * `PeakEwma`): a higher sample is taken at once, a lower one decays in
    * with the time since the last sample.
    */
-  observe(h: EndpointHealth, latency: number): void {
-    const now = this.now();
+  observe(h: EndpointHealth, latency: number, now: number = this.now()): void {
     const td = now - h.latencyAt;
-    h.latencyAt = now;
+    // A sample measured before the last one (its body ended later) does not move the clock back.
+    if (td > 0) h.latencyAt = now;
     if (latency > h.latency) h.latency = latency;
     else {
       const w = td > 0 ? Math.exp(-td / this.#tau) : 1;

@@ -40,6 +40,23 @@ describe("RetryBudget", () => {
     expect(budget.balance).toBe(0);
   });
 
+  it("files a deposit under the time its caller read, without reading the clock", () => {
+    let reads = 0;
+    const clock = manualClock();
+    const counted = () => {
+      reads++;
+      return clock();
+    };
+    const budget = new RetryBudget({ now: counted, minRetriesPerSecond: 0, percent: 0.5 });
+    reads = 0;
+    for (let i = 0; i < 10; i++) budget.deposit(clock());
+    expect(reads).toBe(0);
+    expect(budget.balance).toBe(5);
+    // Filed under the time given: they expire a window after it.
+    clock.advance(10_000);
+    expect(budget.balance).toBe(0);
+  });
+
   it("keeps retries to the share of requests under sustained failure", () => {
     const clock = manualClock();
     const budget = new RetryBudget({ now: clock });

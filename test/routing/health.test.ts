@@ -137,6 +137,23 @@ describe("HealthTracker", () => {
     expect(h.latency).toBeCloseTo(100 * Math.exp(-1) + 10 * (1 - Math.exp(-1)), 6);
   });
 
+  it("decays with the time a success says it was measured, and never moves that time back", () => {
+    const { health, clock, get } = tracker();
+    const h = get("a");
+    health.observe(h, 100);
+    health.start(h);
+    // Measured 10 s later (the caller read the clock): decays as if observed then, without a read of its own.
+    health.success(h, 10, clock() + 10_000);
+    expect(h.latency).toBeCloseTo(100 * Math.exp(-1) + 10 * (1 - Math.exp(-1)), 6);
+    expect(h.latencyAt).toBe(clock() + 10_000);
+    // An older sample (its body ended later) weighs nothing and leaves the time where it was.
+    const before = h.latency;
+    health.start(h);
+    health.success(h, 5, clock() + 1_000);
+    expect(h.latency).toBe(before);
+    expect(h.latencyAt).toBe(clock() + 10_000);
+  });
+
   it("costs latency × (requests in flight + 1), decaying while idle", () => {
     const { health, clock, get } = tracker();
     const h = get("a");

@@ -146,6 +146,24 @@ describe("MeshDispatcher", () => {
     await spy.inner!.close();
   });
 
+  it("hands undici's own agent every request option undici reads (copied field by field)", async () => {
+    const dispatcher = new MeshDispatcher(routes);
+    const res = await request(`${MESH_ORIGIN}:8080/fields`, {
+      dispatcher,
+      query: { a: "1" },
+      reset: true,
+      headers: { "x-test": "yes" },
+    });
+    await res.body.text();
+    const seen = server.requests[0]!;
+    // query → the path; reset → the connection closes after this request; the headers and the Host.
+    expect(seen.url).toBe("/fields?a=1");
+    expect(seen.headers.connection).toBe("close");
+    expect(seen.headers["x-test"]).toBe("yes");
+    expect(seen.headers.host).toBe("api.default.svc.cluster.local:8080");
+    await dispatcher.close();
+  });
+
   it("fails a mesh call whose legacy handler lacks a callback, as undici fails it", async () => {
     const dispatcher = new MeshDispatcher(routes, { agent: new SpyDispatcher(undefined) });
     let failed: Error | undefined;

@@ -30,7 +30,7 @@
  * @module
  */
 
-import type { Span } from "@opentelemetry/api";
+import { ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import { type Dispatcher, errors } from "undici";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { ConfigError, RequestFailedError } from "../../errors.js";
@@ -86,14 +86,23 @@ export interface CallSite {
   readonly routes: HttpRoutes;
   /** Dispatches one attempt: the agent's `dispatch`, or the next one of a `compose()` chain. */
   readonly dispatch: (opts: Dispatcher.DispatchOptions, handler: Handler) => boolean;
+  /**
+   * The attempts go straight to an undici agent, which reads only the fields
+   * of {@link AttemptOptions}: those are copied one by one. Otherwise (the
+   * next dispatcher of a `compose()` chain, whose interceptors may read
+   * options of their own) every field of the caller's options is copied.
+   */
+  readonly agentOnly?: boolean;
 }
 
 /**
- * The dispatch options of an attempt: every field of the caller's options,
- * in one shape that starts with the fields undici's `Request` reads
- * (lib/core/request.js); `origin`, `headers` and `headersTimeout` are set
- * per attempt. `Object.assign` onto this class is the cheapest copy of the
- * caller's options on Node 20 (docs/performance.md, F2).
+ * The dispatch options of an attempt, in one shape: the fields undici's
+ * `Request` reads (lib/core/request.js) and the agent's `origin`; `origin`,
+ * `headers` and `headersTimeout` are set per attempt. For an agent, the
+ * caller's options are copied field by field ({@link agentOptions}); for the
+ * next dispatcher of a chain, `Object.assign` onto this class copies every
+ * field, whatever its name (docs/performance.md, F2 and "The fetch path,
+ * second pass").
  */
 class AttemptOptions {
   origin = "";
@@ -113,6 +122,35 @@ class AttemptOptions {
   throwOnError: unknown = undefined;
   maxRedirections: unknown = undefined;
   typeOfService: unknown = undefined;
+}
+
+/**
+ * The caller's options as an agent reads them: the fields of
+ * {@link AttemptOptions}, read one by one — cheaper than `Object.assign`,
+ * which enumerates the caller's keys and stores each one generically.
+ */
+function agentOptions(o: Dispatcher.DispatchOptions): AttemptOptions {
+  const opts = o as unknown as AttemptOptions;
+  // A literal in the class's field order: one allocation with its final shape.
+  return {
+    origin: "",
+    path: opts.path,
+    method: opts.method,
+    body: opts.body,
+    headers: opts.headers,
+    query: opts.query,
+    idempotent: opts.idempotent,
+    blocking: opts.blocking,
+    upgrade: opts.upgrade,
+    headersTimeout: opts.headersTimeout,
+    bodyTimeout: opts.bodyTimeout,
+    reset: opts.reset,
+    expectContinue: opts.expectContinue,
+    servername: opts.servername,
+    throwOnError: opts.throwOnError,
+    maxRedirections: opts.maxRedirections,
+    typeOfService: opts.typeOfService,
+  };
 }
 
 /** What undici's `assertRequestHandler` would reject a legacy handler for (`onError` is checked before), or undefined. */
@@ -172,7 +210,10 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     this.#httpRoute = route;
     this.#handler = handler;
     this.#legacy = legacy;
-    const options = Object.assign(new AttemptOptions(), opts) as AttemptOptions;
+    const options =
+      site.agentOnly === true
+        ? agentOptions(opts)
+        : (Object.assign(new AttemptOptions(), opts) as AttemptOptions);
     const method = options.method;
     const upgrade = options.upgrade;
     let invalid: string | Error | undefined = legacy
@@ -217,11 +258,13 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     this.#body = body;
     // With no SDK registered there is nothing to record: no attributes, no
     // span, no new context; the caller's own context (if any) still propagates.
-    const parent = activeContext();
+    // One check answers every OpenTelemetry question of a call without an SDK.
+    const otel = otelRegistered();
+    const parent = otel ? activeContext() : ROOT_CONTEXT;
     let span = NOOP_SPAN;
     let url = "";
     let instruments: MeshInstruments | undefined;
-    if (otelRegistered()) {
+    if (otel) {
       if (tracerRegistered()) {
         url = `${route.protocol}//${route.host}${options.path}`;
         span = startCallSpan(method, parent, {
@@ -251,7 +294,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     this.observed = obs !== undefined;
     const extra: HeaderList = (mask & H_HOST) !== 0 ? NO_HEADERS.slice() : route.hostHeader.slice();
     // A traced call's attempts carry their own spans' context (see dispatchAttempt).
-    if (obs?.traced !== true) injectHeaders(contextWithSpan(parent, span), extra);
+    if (otel && obs?.traced !== true) injectHeaders(contextWithSpan(parent, span), extra);
     // undici derives the TLS server name from a Host header with a regex
     // test per request; the route knows it already.
     if ((mask & H_HOST) === 0 && options.servername === undefined) options.servername = route.servername;
