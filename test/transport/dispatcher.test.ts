@@ -146,7 +146,7 @@ describe("MeshDispatcher", () => {
     await spy.inner!.close();
   });
 
-  it("hands undici's own agent every request option undici reads (copied field by field)", async () => {
+  it("hands the agent the request options undici reads, with the Host of the URL", async () => {
     const dispatcher = new MeshDispatcher(routes);
     const res = await request(`${MESH_ORIGIN}:8080/fields`, {
       dispatcher,

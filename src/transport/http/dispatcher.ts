@@ -81,10 +81,7 @@ export class MeshDispatcher extends Dispatcher {
     this.#agent = agent;
     this.#passthrough = options.passthrough ?? agent;
     this.#table = new RouteTable(routes, options.explicit ?? false);
-    // undici's own Agent reads only the request fields of the options; a
-    // dispatcher of the application's (a spy, a composed chain) gets them all.
-    const agentOnly = Object.getPrototypeOf(agent) === Agent.prototype;
-    this.#site = { routes, dispatch: agent.dispatch.bind(agent), agentOnly };
+    this.#site = { routes, dispatch: agent.dispatch.bind(agent) };
     // The agents' events are passed on only once someone listens here: each
     // request that frees a connection emits `drain`, and passing on an event
     // nobody hears would cost every request an array and two emits.
