@@ -66,7 +66,7 @@ export interface CallPolicyOptions {
   maxRetryAfter?: number;
   /** Back-off between retries after a response or a timeout; connect failures retry at once. */
   backoff?: BackoffOptions;
-  /** The retry budget, or `false` for none; default Finagle's (20 %, 10/s, 10 s). */
+  /** The retry budget, or `false` for none; default Finagle's (20 %, 10/s, 10 s). It runs on the policy's `now`. */
   budget?: RetryBudgetOptions | false;
   /** Hedging; default off unless a call asks for it. */
   hedging?: HedgingOptions;
