@@ -152,11 +152,12 @@ function needOrigin(spec: ClientSpec): string {
 /**
  * The floor of any origin-rewriting dispatcher: a `Dispatcher` subclass that
  * hands the caller's handler and a copy of its options, with `target` as the
- * origin, straight to an `Agent` (no compose(), no handler wrapping).
+ * origin, straight to `agent` (default a new `Agent`; no compose(), no
+ * handler wrapping).
  */
-async function rewriteDispatcher(target: string) {
+export async function rewriteDispatcher(target: string, given?: DispatcherTypes) {
   const { Agent, Dispatcher } = await import("undici");
-  const agent = new Agent();
+  const agent = given ?? new Agent();
   class Rewrite extends Dispatcher {
     override dispatch(
       opts: DispatcherTypes.DispatchOptions,

@@ -67,7 +67,7 @@ export interface CallPolicyOptions {
   /** Back-off between retries after a response or a timeout; connect failures retry at once. */
   backoff?: BackoffOptions;
   /** The retry budget, or `false` for none; default Finagle's (20 %, 10/s, 10 s). It runs on the policy's `now`. */
-  budget?: RetryBudgetOptions | false;
+  budget?: Omit<RetryBudgetOptions, "now"> | false;
   /** Hedging; default off unless a call asks for it. */
   hedging?: HedgingOptions;
   /** Bulkheads; default unlimited. */
@@ -240,7 +240,7 @@ export class CallPolicy {
   /** The hedging options (empty when not configured). */
   readonly hedging: HedgingOptions;
   /** The budget options, or false. */
-  readonly budgetOptions: RetryBudgetOptions | false;
+  readonly budgetOptions: Omit<RetryBudgetOptions, "now"> | false;
   /** The clock. */
   readonly now: () => number;
   readonly #retryOn: Set<number>;
