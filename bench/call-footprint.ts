@@ -194,7 +194,7 @@ async function child(blocks: number, hotCalls: number, coldCalls: number): Promi
   const routes = meshRoutes({
     "api.default": [{ address: "10.0.0.1", port: 8080, cluster: "east", region: "east", zone: "east-a" }],
   });
-  const d = new MeshDispatcher(routes, { agent: new ScriptedAgent() });
+  const d = new MeshDispatcher(routes, { agent: new ScriptedAgent(), plainAgent: true });
   // The first call waits for discovery; let it settle before anything is counted.
   d.dispatch(...fetchCall());
   await new Promise((resolve) => setTimeout(resolve, 20));

@@ -361,8 +361,13 @@ export function createMesh(options: MeshOptions = {}): Mesh {
     ...pools,
     connect: { timeout: a.connectTimeout, maxCachedSessions: a.maxCachedSessions },
   });
-  const dispatcher = new MeshDispatcher(routes, { agent, passthrough });
-  const explicitDispatcher = new MeshDispatcher(routes, { agent, passthrough, explicit: true });
+  const dispatcher = new MeshDispatcher(routes, { agent, passthrough, plainAgent: true });
+  const explicitDispatcher = new MeshDispatcher(routes, {
+    agent,
+    passthrough,
+    explicit: true,
+    plainAgent: true,
+  });
   const fetchInit = { dispatcher: explicitDispatcher } as unknown as RequestInit;
   // node:http agents for axios, got and the like; made on first use.
   let nodeAgents: NodeAgents | undefined;

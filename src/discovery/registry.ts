@@ -107,6 +107,8 @@ export class ServiceWatch {
   readonly #listeners = new Set<SnapshotListener>();
   /** No backend pending: kept by `apply()`, as every call reads it. */
   #isSettled: boolean;
+  /** Stopped: a plain field, as every call reads it (an AbortSignal's `aborted` is a checked getter). */
+  #closed = false;
   #settled: Promise<ServiceSnapshot> | undefined;
   #wakeSettled: (() => void) | undefined;
   readonly #settleTimeout: number;
@@ -143,7 +145,7 @@ export class ServiceWatch {
 
   /** True once the registry forgot the service or closed: no update comes any more. */
   get closed(): boolean {
-    return this.controller.signal.aborted;
+    return this.#closed;
   }
 
   /**
@@ -201,6 +203,7 @@ export class ServiceWatch {
 
   /** @internal Stops the watch and wakes whoever waits for it to settle. */
   stop(): void {
+    this.#closed = true;
     this.controller.abort();
     this.#wakeSettled?.();
   }

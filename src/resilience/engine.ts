@@ -201,6 +201,30 @@ export abstract class EngineAttempt extends TimerEntry {
   }
 }
 
+/**
+ * The part of a call's state that only a retry, a hedge or a failure needs.
+ * Kept out of the call object (and made on first use) so that the common
+ * call — one attempt that succeeds — allocates, initialises and touches
+ * less: on a sequential path each field a call writes costs many times its
+ * hot cost (docs/performance.md, "The fetch path, third pass").
+ */
+class CallRetryState<A extends EngineAttempt> {
+  /** The second attempt of a hedge race. */
+  other: A | undefined = undefined;
+  retryTimer: CallTimer | undefined = undefined;
+  hedgeTimer: CallTimer | undefined = undefined;
+  retries = 0;
+  stale = 0;
+  /** Every endpoint tried, once there is a second. */
+  tried: string[] | undefined = undefined;
+  badClusters: string[] | undefined = undefined;
+  records: AttemptRecord[] | undefined = undefined;
+  /** The endpoint of a retry waiting for a back-off or for a response to drain. */
+  next: Endpoint | undefined = undefined;
+  nextDelay = 0;
+  tlsFailed = false;
+}
+
 /** A call's own timer on the shared wheel. */
 class CallTimer extends TimerEntry {
   constructor(
@@ -249,23 +273,14 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /** Something records this call (telemetry): only then is {@link EngineCall.noteSettled} called. */
   protected observed = false;
   #current: A | undefined;
-  #other: A | undefined;
   #deadlineTimer: CallTimer | undefined;
-  #retryTimer: CallTimer | undefined;
-  #hedgeTimer: CallTimer | undefined;
-  #retries = 0;
-  #stale = 0;
   #inflight = 0;
-  /** The first endpoint tried; `#tried` lists every one once there is a second (no array on the common path). */
+  /** The first endpoint tried; the rest are in {@link CallRetryState.tried}. */
   #firstId: string | undefined;
-  #tried: string[] | undefined;
-  #badClusters: string[] | undefined;
-  #records: AttemptRecord[] | undefined;
-  #next: Endpoint | undefined;
-  #nextDelay = 0;
   #counted = false;
   #responded = false;
-  #tlsFailed = false;
+  /** What only a retry, a hedge or a failure needs: made on first use, so a call that succeeds at once does not carry it. */
+  #r: CallRetryState<A> | undefined;
 
   constructor(route: ServiceRoute, policy: CallPolicy) {
     this.route = route;
@@ -333,7 +348,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   /** Every endpoint attempt so far, with why each failed. */
   protected get records(): readonly AttemptRecord[] {
-    return this.#records ?? [];
+    return this.#r?.records ?? [];
   }
 
   /** Starts the call: the caller's start, the deadline, then discovery, admission and the first attempt. */
@@ -376,6 +391,10 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     if (this.hedge !== undefined && !this.finished) this.#armHedge(now);
   }
 
+  #retryState(): CallRetryState<A> {
+    return (this.#r ??= new CallRetryState<A>());
+  }
+
   #noEndpoint(): Error {
     return noEndpointError(this.route, this.policy, this.records);
   }
@@ -386,22 +405,24 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     let delay = this.hedge;
     if (delay === "p95") delay = state.latency.percentile(0.95);
     if (delay === undefined) return;
-    this.#hedgeTimer = new CallTimer(this, HEDGE);
-    this.route.timers.schedule(this.#hedgeTimer, now + Math.max(1, delay));
+    const timer = new CallTimer(this, HEDGE);
+    this.#retryState().hedgeTimer = timer;
+    this.route.timers.schedule(timer, now + Math.max(1, delay));
   }
 
   #launch(endpoint: Endpoint, now: number): void {
     const balancer = this.route.balancer;
-    const health = balancer.healthOf(endpoint);
+    const picked = balancer.picked;
+    const health = picked !== undefined && picked.id === endpoint.id ? picked : balancer.healthOf(endpoint);
     const a = this.createAttempt(endpoint, health, now);
     this.attempts++;
     this.#inflight++;
     const current = this.#current;
     if (current === undefined || !current.live || current.abandoned !== null) this.#current = a;
-    else this.#other = a;
+    else this.#retryState().other = a;
     balancer.health.start(health);
     if (this.#firstId === undefined) this.#firstId = endpoint.id;
-    else (this.#tried ??= [this.#firstId]).push(endpoint.id);
+    else (this.#retryState().tried ??= [this.#firstId]).push(endpoint.id);
     let timeout = this.perTryTimeout;
     if (this.deadlineAt !== Number.POSITIVE_INFINITY) {
       const left = Math.max(1, Math.floor(this.deadlineAt - now));
@@ -417,7 +438,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   /** Every endpoint id this call tried (allocates on the retry and hedge paths only). */
   #triedIds(): string[] {
-    return (this.#tried ??= this.#firstId === undefined ? [] : [this.#firstId]);
+    return (this.#retryState().tried ??= this.#firstId === undefined ? [] : [this.#firstId]);
   }
 
   /** Accounts an attempt's outcome to its endpoint's health, once. */
@@ -432,10 +453,10 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     else if (outcome === "stale") {
       // A keep-alive connection the server had closed: not the endpoint's fault.
       tracker.release(a.health);
-      (this.#records ??= []).push({ endpoint: a.endpoint.id, reason });
+      (this.#retryState().records ??= []).push({ endpoint: a.endpoint.id, reason });
     } else {
       tracker.failure(a.health, reason, latency);
-      (this.#records ??= []).push({ endpoint: a.endpoint.id, reason });
+      (this.#retryState().records ??= []).push({ endpoint: a.endpoint.id, reason });
     }
     if (this.observed) this.noteSettled(a, outcome, reason);
   }
@@ -461,15 +482,16 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   /** The other attempt of a hedge race, still waiting for its response. */
   #racing(a: A): boolean {
-    const other = a === this.#current ? this.#other : this.#current;
+    const other = a === this.#current ? this.#r?.other : this.#current;
     return other?.live === true && other.abandoned === null;
   }
 
   #win(a: A): void {
     this.winner = a;
     this.#responded = true;
-    if (this.#hedgeTimer !== undefined) this.route.timers.cancel(this.#hedgeTimer);
-    const loser = a === this.#current ? this.#other : this.#current;
+    const r = this.#r;
+    if (r?.hedgeTimer !== undefined) this.route.timers.cancel(r.hedgeTimer);
+    const loser = a === this.#current ? r?.other : this.#current;
     if (loser !== undefined && loser !== a && loser.abandoned === null && !loser.settled) {
       this.#abandon(loser, new HedgeLostError());
     }
@@ -479,30 +501,31 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /** The next endpoint for a retry, or undefined when the policy, the body, the budget or the router says no. */
   #retryTarget(a: A, kind: FailureKind | "status", now: number): Endpoint | undefined {
     if (this.abortReason !== null || this.finished || this.meshClosed) return undefined;
+    const r = this.#retryState();
     if (kind === "stale") {
       // The server closed a reused connection as the request went out: resend
       // what may be resent, without counting it as an attempt or a retry.
-      if (!this.retryable || this.#stale >= MAX_STALE_RETRIES) return undefined;
-    } else if (!this.policy.mayRetry(kind, this.retryable, this.attempts - this.#stale)) {
+      if (!this.retryable || r.stale >= MAX_STALE_RETRIES) return undefined;
+    } else if (!this.policy.mayRetry(kind, this.retryable, this.attempts - r.stale)) {
       return undefined;
     }
     if (now >= this.deadlineAt || !this.resendable()) return undefined;
     // A connection that failed, broke or went silent points at the network or
     // the whole cluster as much as at the host: retry in another cluster if possible.
-    if (kind === "tls") this.#tlsFailed = true;
+    if (kind === "tls") r.tlsFailed = true;
     if (kind === "connect" || kind === "reset" || kind === "timeout") {
-      const bad = (this.#badClusters ??= []);
+      const bad = (r.badClusters ??= []);
       if (!bad.includes(a.endpoint.cluster)) bad.push(a.endpoint.cluster);
     }
     // An endpoint that failed the TLS identity or certificate check is never tried again by this call.
     const next = this.pickEndpoint({
       exclude: this.#triedIds(),
-      avoidClusters: this.#badClusters,
-      hard: this.#tlsFailed,
+      avoidClusters: r.badClusters,
+      hard: r.tlsFailed,
     });
     if (next === undefined) return undefined;
     if (kind === "stale") {
-      this.#stale++;
+      r.stale++;
       return next;
     }
     const budget = this.route.state.budget;
@@ -515,20 +538,23 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   /** Sends the retry now, or after `delay` ms on the shared wheel. */
   #retry(next: Endpoint, delay: number, now: number): void {
-    this.#retries++;
+    const r = this.#retryState();
+    r.retries++;
     if (delay <= 0) {
       this.#launch(next, now);
       return;
     }
-    this.#next = next;
-    this.#retryTimer ??= new CallTimer(this, RETRY);
-    this.route.timers.schedule(this.#retryTimer, now + delay);
+    r.next = next;
+    r.retryTimer ??= new CallTimer(this, RETRY);
+    this.route.timers.schedule(r.retryTimer, now + delay);
   }
 
   /** @internal A back-off (or `Retry-After`) ended. */
   onRetryTimer(): void {
-    const next = this.#next;
-    this.#next = undefined;
+    const r = this.#r;
+    if (r === undefined) return;
+    const next = r.next;
+    r.next = undefined;
     if (next === undefined || this.finished) return;
     this.#launch(next, this.policy.now());
   }
@@ -536,7 +562,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   /** @internal The hedge delay passed. */
   onHedgeTimer(): void {
     // Hedge only while the first attempt alone is still waiting, and no retry is pending.
-    if (this.finished || this.winner !== undefined || this.#inflight !== 1 || this.#next !== undefined)
+    if (this.finished || this.winner !== undefined || this.#inflight !== 1 || this.#r?.next !== undefined)
       return;
     const budget = this.route.state.hedgeBudget;
     const target = this.pickEndpoint({ exclude: this.#triedIds(), hard: true });
@@ -555,7 +581,8 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   #abandonAll(reason: Error): void {
     if (this.#current !== undefined) this.#abandon(this.#current, reason);
-    if (this.#other !== undefined) this.#abandon(this.#other, reason);
+    const other = this.#r?.other;
+    if (other !== undefined) this.#abandon(other, reason);
   }
 
   /** Aborts the call for its caller: every attempt is cancelled and the call fails with `reason` at once. */
@@ -563,7 +590,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     if (this.abortReason !== null || this.finished) return;
     this.abortReason = reason;
     this.#abandonAll(reason);
-    this.#next = undefined;
+    if (this.#r !== undefined) this.#r.next = undefined;
     this.#fail(reason);
   }
 
@@ -583,8 +610,11 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
     }
     const timers = this.route.timers;
     if (this.#deadlineTimer !== undefined) timers.cancel(this.#deadlineTimer);
-    if (this.#retryTimer !== undefined) timers.cancel(this.#retryTimer);
-    if (this.#hedgeTimer !== undefined) timers.cancel(this.#hedgeTimer);
+    const r = this.#r;
+    if (r !== undefined) {
+      if (r.retryTimer !== undefined) timers.cancel(r.retryTimer);
+      if (r.hedgeTimer !== undefined) timers.cancel(r.hedgeTimer);
+    }
     return true;
   }
 
@@ -646,8 +676,9 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
           this.noteRetry(a, "status", next);
           // Drain this response and send the next attempt when it ends: the connection stays reusable.
           a.draining = true;
-          this.#next = next;
-          this.#nextDelay = Math.max(retryAfter ?? 0, policy.backoff(this.#retries + 1));
+          const r = this.#retryState();
+          r.next = next;
+          r.nextDelay = Math.max(retryAfter ?? 0, policy.backoff(r.retries + 1));
           return false;
         }
       }
@@ -694,10 +725,11 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
   }
 
   #afterDrain(): void {
-    const next = this.#next;
+    const r = this.#r;
+    const next = r?.next;
     if (next === undefined || this.finished) return;
-    this.#next = undefined;
-    this.#retry(next, this.#nextDelay, this.policy.now());
+    r!.next = undefined;
+    this.#retry(next, r!.nextDelay, this.policy.now());
   }
 
   /**
@@ -758,7 +790,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
         const delay =
           kind === "connect" || kind === "stale" || kind === "tls"
             ? 0
-            : this.policy.backoff(this.#retries + 1);
+            : this.policy.backoff(this.#retryState().retries + 1);
         this.#retry(next, delay, now);
         return;
       }

@@ -241,6 +241,15 @@ export class Balancer {
     return this.#fallback(e);
   }
 
+  /**
+   * The health record of the endpoint the last {@link Balancer.pick} drew,
+   * if any: a transport about to report to the endpoint it was just handed
+   * takes it from here (after checking its id) instead of looking it up.
+   */
+  get picked(): EndpointHealth | undefined {
+    return this.#picked;
+  }
+
   /** The health record the transport reports to for an endpoint. */
   healthOf(endpoint: Endpoint): EndpointHealth {
     return this.#health.get(endpoint.id);

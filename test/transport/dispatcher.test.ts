@@ -164,6 +164,78 @@ describe("MeshDispatcher", () => {
     await dispatcher.close();
   });
 
+  /** A legacy handler shaped like `fetch`'s (it has `onResponseStarted`), resolving with the status. */
+  function fetchLikeHandler(): { handler: Dispatcher.DispatchHandler; done: Promise<number> } {
+    let status = 0;
+    let settle!: { resolve: (s: number) => void; reject: (e: Error) => void };
+    const done = new Promise<number>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    const handler = {
+      onConnect() {},
+      onResponseStarted() {},
+      onHeaders(code: number) {
+        status = code;
+        return true;
+      },
+      onData() {
+        return true;
+      },
+      onComplete() {
+        settle.resolve(status);
+      },
+      onError(err: Error) {
+        settle.reject(err);
+      },
+    } as unknown as Dispatcher.DispatchHandler;
+    return { handler, done };
+  }
+
+  /** `fetch`'s seven fields, with two more that undici reads and one it does not. */
+  function fetchLikeOptions(path: string): Dispatcher.DispatchOptions {
+    return {
+      path,
+      origin: `${MESH_ORIGIN}:8080`,
+      method: "GET",
+      body: null,
+      headers: { "x-test": "yes" },
+      maxRedirections: 0,
+      upgrade: undefined,
+      query: { a: "1" },
+      reset: true,
+      custom: "kept",
+    } as unknown as Dispatcher.DispatchOptions;
+  }
+
+  it("copies a fetch's options field by field for a plain undici agent: every field undici reads arrives", async () => {
+    const spy = new SpyDispatcher(new Agent());
+    const dispatcher = new MeshDispatcher(routes, { agent: spy, plainAgent: true });
+    const { handler, done } = fetchLikeHandler();
+    dispatcher.dispatch(fetchLikeOptions("/fields"), handler);
+    expect(await done).toBe(200);
+    const seen = server.requests[0]!;
+    expect(seen.url).toBe("/fields?a=1");
+    expect(seen.headers.connection).toBe("close");
+    expect(seen.headers["x-test"]).toBe("yes");
+    expect(seen.headers.host).toBe("api.default.svc.cluster.local:8080");
+    const opts = spy.calls[0]!.opts as unknown as Record<string, unknown>;
+    expect(opts.origin).toBe(`http://${server.address}:${server.port}`);
+    // The agent reads only undici's fields: the others are not copied.
+    expect(opts.custom).toBeUndefined();
+    await dispatcher.close();
+  });
+
+  it("copies every field of a fetch's options for an agent that may read any", async () => {
+    const spy = new SpyDispatcher(new Agent());
+    const dispatcher = new MeshDispatcher(routes, { agent: spy });
+    const { handler, done } = fetchLikeHandler();
+    dispatcher.dispatch(fetchLikeOptions("/any"), handler);
+    expect(await done).toBe(200);
+    expect(server.requests[0]!.url).toBe("/any?a=1");
+    expect((spy.calls[0]!.opts as unknown as Record<string, unknown>).custom).toBe("kept");
+    await dispatcher.close();
+  });
+
   it("fails a mesh call whose legacy handler lacks a callback, as undici fails it", async () => {
     const dispatcher = new MeshDispatcher(routes, { agent: new SpyDispatcher(undefined) });
     let failed: Error | undefined;

@@ -77,6 +77,8 @@ import type { HttpRoutes, Route } from "./routes.js";
 export { HEDGE_HEADER, RETRYABLE_HEADER } from "./headers.js";
 
 type Handler = Dispatcher.DispatchHandler;
+/** What tells a `fetch`'s handler apart (fetch's timing callback). */
+type FetchHandler = { onResponseStarted?: () => void };
 /** A legacy handler's start callback as undici calls it (the types omit the context). */
 type LegacyHandler = { onConnect(abort: (reason?: Error) => void, context: unknown): void };
 
@@ -86,20 +88,56 @@ export interface CallSite {
   readonly routes: HttpRoutes;
   /** Dispatches one attempt: the agent's `dispatch`, or the next one of a `compose()` chain. */
   readonly dispatch: (opts: Dispatcher.DispatchOptions, handler: Handler) => boolean;
+  /**
+   * True when `dispatch` reads no request field but those undici's
+   * `Request` knows (undici's own `Agent`, made without interceptors): a
+   * call may then copy a `fetch`'s options field by field.
+   */
+  readonly knownFieldsOnly: boolean;
 }
 
 /**
  * The dispatch options of an attempt: every field of the caller's options,
  * in one shape that starts with the fields undici's `Request` reads
  * (lib/core/request.js); `origin`, `headers` and `headersTimeout` are set
- * per attempt. `Object.assign` onto this class is the cheapest copy of the
- * caller's options on Node 20 (docs/performance.md, F2 and "The fetch path,
- * second pass"): reading the fields one by one made `undici.request` calls
- * about 4 µs dearer at c=16 (its options object is a spread with fields
- * added, which V8 keeps as a dictionary), and a spread of `fetch`'s options
- * with fields added takes V8's slow path (about 2 µs).
+ * per attempt. `Object.assign` onto this class is the cheapest copy of an
+ * arbitrary caller's options on Node 20 (docs/performance.md, F2 and "The
+ * fetch path, second pass"): reading the fields one by one made
+ * `undici.request` calls about 4 µs dearer at c=16 (its options object is a
+ * spread with fields added, which V8 keeps as a dictionary), and a spread of
+ * `fetch`'s options with fields added takes V8's slow path (about 1.5 µs).
+ * `fetch`'s own options, a literal of known shape, are read field by field
+ * ({@link AttemptOptions.of}) when the agent reads no other field.
  */
 class AttemptOptions {
+  /**
+   * The known fields of `o`, read by name: four times cheaper than
+   * `Object.assign` on the object literal `fetch` hands its dispatcher
+   * (V8 reads a missing field of a known shape for free), and only for it:
+   * on `undici.request`'s options, a dictionary, it is dearer.
+   */
+  static of(o: Dispatcher.DispatchOptions): AttemptOptions {
+    const x = new AttemptOptions();
+    const f = o as unknown as AttemptOptions;
+    x.path = f.path;
+    x.method = f.method;
+    x.body = f.body;
+    x.headers = f.headers;
+    x.query = f.query;
+    x.idempotent = f.idempotent;
+    x.blocking = f.blocking;
+    x.upgrade = f.upgrade;
+    x.headersTimeout = f.headersTimeout;
+    x.bodyTimeout = f.bodyTimeout;
+    x.reset = f.reset;
+    x.expectContinue = f.expectContinue;
+    x.servername = f.servername;
+    x.throwOnError = f.throwOnError;
+    x.maxRedirections = f.maxRedirections;
+    x.typeOfService = f.typeOfService;
+    return x;
+  }
+
   origin = "";
   path = "";
   method: Dispatcher.HttpMethod = "GET";
@@ -139,7 +177,6 @@ function invalidLegacyHandler(handler: Handler, upgrade: unknown, method: string
  */
 export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.DispatchController {
   readonly #site: CallSite;
-  readonly #httpRoute: Route;
   readonly #handler: Handler;
   /** The caller speaks undici's legacy handler API, and so do the attempts. */
   readonly #legacy: boolean;
@@ -173,10 +210,14 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     const policy = site.routes.policy;
     super(route, policy);
     this.#site = site;
-    this.#httpRoute = route;
     this.#handler = handler;
     this.#legacy = legacy;
-    const options = Object.assign(new AttemptOptions(), opts) as AttemptOptions;
+    // Node's and undici's `fetch` (the legacy handlers with `onResponseStarted`)
+    // hand every dispatcher the same seven-field literal.
+    const options =
+      legacy && site.knownFieldsOnly && (handler as FetchHandler).onResponseStarted !== undefined
+        ? AttemptOptions.of(opts)
+        : (Object.assign(new AttemptOptions(), opts) as AttemptOptions);
     const method = options.method;
     const upgrade = options.upgrade;
     let invalid: string | Error | undefined = legacy
@@ -255,9 +296,13 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
         : undefined;
     this.#obs = obs;
     this.observed = obs !== undefined;
-    const extra: HeaderList = (mask & H_HOST) !== 0 ? NO_HEADERS.slice() : route.hostHeader.slice();
+    // Shared until something is added to it (withHeaders copies).
+    let extra: HeaderList = (mask & H_HOST) !== 0 ? NO_HEADERS : route.hostHeader;
     // A traced call's attempts carry their own spans' context (see dispatchAttempt).
-    if (otel && obs?.traced !== true) injectHeaders(contextWithSpan(parent, span), extra);
+    if (otel && obs?.traced !== true) {
+      extra = extra.slice();
+      injectHeaders(contextWithSpan(parent, span), extra);
+    }
     // undici derives the TLS server name from a Host header with a regex
     // test per request; the route knows it already.
     if ((mask & H_HOST) === 0 && options.servername === undefined) options.servername = route.servername;
@@ -270,6 +315,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
       // No deadline: the server is told the per-try timeout when one was
       // chosen (the policy's or the caller's `headersTimeout`), not the default.
       if (policy.propagateDeadline && (callerTimeout !== undefined || policy.perTryTimeoutSet)) {
+        extra = extra.slice();
         extra.push(
           TIMEOUT_HEADER,
           callerTimeout === undefined ? policy.perTryTimeoutHeader : String(callerTimeout),
@@ -324,7 +370,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     let options = this.#options;
     if (this.#optionsUsed) options = { ...options };
     else this.#optionsUsed = true;
-    options.origin = this.#httpRoute.originOf(a.endpoint);
+    options.origin = (this.route as Route).originOf(a.endpoint);
     // undici's own headers timeout stays set as a backstop; the engine's
     // per-try timer covers connecting too.
     options.headersTimeout = timeoutMs;

@@ -42,6 +42,12 @@ export interface MeshDispatcherOptions {
   passthrough?: Dispatcher;
   /** Treat a short `svc.ns` host as a mesh name even when no backend claims it (`mesh.fetch`). */
   explicit?: boolean;
+  /**
+   * `agent` is an undici `Agent` made without interceptors: it reads no
+   * request field but those undici's `Request` knows (see
+   * {@link CallSite.knownFieldsOnly}). Default: true when no `agent` is given.
+   */
+  plainAgent?: boolean;
 }
 
 /** The agent's events, re-emitted by the dispatcher with itself first among the targets (undici's convention). */
@@ -81,7 +87,11 @@ export class MeshDispatcher extends Dispatcher {
     this.#agent = agent;
     this.#passthrough = options.passthrough ?? agent;
     this.#table = new RouteTable(routes, options.explicit ?? false);
-    this.#site = { routes, dispatch: agent.dispatch.bind(agent) };
+    this.#site = {
+      routes,
+      dispatch: agent.dispatch.bind(agent),
+      knownFieldsOnly: options.plainAgent ?? options.agent === undefined,
+    };
     // The agents' events are passed on only once someone listens here: each
     // request that frees a connection emits `drain`, and passing on an event
     // nobody hears would cost every request an array and two emits.

@@ -26,7 +26,8 @@ export type ResponseHeaders = Buffer[] | string[] | Record<string, string | stri
 
 /** Adds headers to undici's request headers in whichever shape they came. */
 export function withHeaders(headers: Headers, extra: HeaderList): Headers {
-  if (headers == null) return extra;
+  // Always a new list: `extra` may be shared (a route's Host header).
+  if (headers == null) return extra.slice();
   if (Array.isArray(headers)) {
     if (headers.length === 0 || typeof headers[0] === "string") return [...(headers as string[]), ...extra];
     const pairs = (headers as unknown as [string, string][]).slice();

@@ -46,7 +46,8 @@ export function meshInterceptor(
 ): Dispatcher.DispatcherComposeInterceptor {
   const table = new RouteTable(routes, options.explicit ?? false);
   return (dispatch) => {
-    const site: CallSite = { routes, dispatch };
+    // The next dispatcher of a chain may read any field: every one is copied.
+    const site: CallSite = { routes, dispatch, knownFieldsOnly: false };
     return function meshDispatch(
       opts: Dispatcher.DispatchOptions,
       handler: Dispatcher.DispatchHandler,
