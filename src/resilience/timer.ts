@@ -1,15 +1,23 @@
 /**
  * One shared timer for every call (per-try timeouts, deadlines, retry
- * back-off, hedge delays): a hashed timer wheel driven by a single
- * interval, so that a call never arms a `setTimeout` of its own. Entries are
+ * back-off, hedge delays): a hashed timer wheel driven by a single Node
+ * timer, so that a call never arms a `setTimeout` of its own. Entries are
  * intrusive (the wheel links the entry objects themselves): scheduling and
  * cancelling are O(1) and allocate nothing.
  *
- * Every entry belongs to a call in progress, so the interval keeps the
- * process alive exactly while something is scheduled (a call waiting for a
- * back-off or a `Retry-After` must settle before the process exits) and is
- * unreferenced, then stopped, when the wheel is empty: an idle mesh does not
- * hold the process.
+ * The Node timer is armed for the earliest tick that holds an entry, not
+ * every tick: calls that end before their per-try timeout (nearly all)
+ * schedule and cancel an entry each, and the process is not woken every
+ * few milliseconds for nothing — on a sequential path those wake-ups cost
+ * more than the wheel itself (docs/performance.md, "The fetch path, third
+ * pass"). An entry cancelled is not looked for: the timer fires at its time
+ * anyway, finds nothing due, and is armed again for the earliest entry left.
+ *
+ * Every entry belongs to a call in progress, so the timer keeps the process
+ * alive exactly while something is scheduled (a call waiting for a back-off
+ * or a `Retry-After` must settle before the process exits) and is
+ * unreferenced when the wheel is empty: an idle mesh does not hold the
+ * process.
  *
  * @module
  */
@@ -47,9 +55,6 @@ export interface TimerWheelOptions {
   manual?: boolean;
 }
 
-/** Ticks with nothing scheduled before the interval stops (so that idle processes stay idle). */
-const IDLE_TICKS = 200;
-
 /** The slot of an entry taken out of the wheel by a sweep, about to fire. */
 const FIRING = -2;
 
@@ -62,9 +67,10 @@ export class TimerWheel {
   readonly now: () => number;
   #size = 0;
   #processed: number;
-  #interval: ReturnType<typeof setInterval> | undefined;
+  /** The Node timer, armed for tick {@link TimerWheel.#armedTick}. */
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #armedTick = Number.POSITIVE_INFINITY;
   #referenced = false;
-  #idle = 0;
   /** The entries a sweep is firing (reused between sweeps). */
   readonly #due: TimerEntry[] = [];
 
@@ -95,14 +101,13 @@ export class TimerWheel {
     entry.next = head;
     if (head !== null) head.prev = entry;
     this.#heads[slot] = entry;
-    if (this.#size++ === 0 && !this.#manual) {
-      if (this.#interval === undefined) this.#start();
-      else if (!this.#referenced) {
-        this.#interval.ref?.();
-        this.#referenced = true;
-      }
+    this.#size++;
+    if (this.#manual) return;
+    if (tick < this.#armedTick) this.#arm(tick);
+    else if (!this.#referenced) {
+      this.#timer?.ref?.();
+      this.#referenced = true;
     }
-    this.#idle = 0;
   }
 
   /** Cancels `entry` if scheduled (also while a sweep is about to fire it). */
@@ -124,14 +129,14 @@ export class TimerWheel {
     entry.at = -1;
     entry.slot = -1;
     if (--this.#size === 0 && this.#referenced) {
-      this.#interval?.unref?.();
+      this.#timer?.unref?.();
       this.#referenced = false;
     }
   }
 
   /**
    * Fires every entry whose tick has passed (so at most one tick late). The
-   * interval calls it; tests with `manual` call it after moving their clock.
+   * wheel's timer calls it; tests with `manual` call it after moving their clock.
    */
   advance(): void {
     // Only whole ticks are swept: an entry in the current tick may not be due yet.
@@ -174,21 +179,49 @@ export class TimerWheel {
     due.length = 0;
   }
 
-  /** Cancels nothing but stops the interval; it restarts with the next schedule. */
+  /** Cancels nothing but stops the timer; the next schedule arms it again. */
   stop(): void {
-    if (this.#interval !== undefined) clearInterval(this.#interval);
-    this.#interval = undefined;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#armedTick = Number.POSITIVE_INFINITY;
     this.#referenced = false;
   }
 
-  #start(): void {
-    this.#processed = Math.max(this.#processed, Math.floor(this.now() / this.#tick) - 1);
-    this.#interval = setInterval(() => {
-      this.advance();
-      if (this.#size === 0 && ++this.#idle >= IDLE_TICKS) this.stop();
-    }, this.#tick);
-    this.#referenced = this.#size > 0;
-    if (!this.#referenced) this.#interval.unref?.();
+  /** Arms the Node timer for the end of `tick` (when {@link TimerWheel.advance} sweeps it). */
+  #arm(tick: number): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#armedTick = tick;
+    const delay = Math.max(1, Math.ceil((tick + 1) * this.#tick - this.now()));
+    this.#timer = setTimeout(this.#fire, delay);
+    // Armed only with something scheduled: it holds the process until the wheel is empty.
+    this.#referenced = true;
+  }
+
+  readonly #fire = (): void => {
+    this.#timer = undefined;
+    this.#armedTick = Number.POSITIVE_INFINITY;
+    this.#referenced = false;
+    this.advance();
+    // A callback may have armed the timer for what it scheduled: an older entry may still come first.
+    if (this.#size > 0) {
+      const next = this.#nextTick();
+      if (next < this.#armedTick) this.#arm(next);
+    }
+  };
+
+  /**
+   * The earliest tick that holds an entry due in it, looked for over one
+   * turn of the wheel (an entry further away is found when that turn ends).
+   */
+  #nextTick(): number {
+    const n = this.#heads.length;
+    const first = this.#processed + 1;
+    for (let t = first; t < first + n; t++) {
+      for (let e = this.#heads[t % n]!; e !== null; e = e.next!) {
+        if (Math.floor(e.at / this.#tick) <= t) return t;
+      }
+    }
+    return first + n - 1;
   }
 }
 

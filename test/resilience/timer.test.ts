@@ -184,4 +184,68 @@ describe("TimerWheel callbacks", () => {
     expect(active()).toBe(idle);
     w.stop();
   });
+
+  describe("on its own Node timer", () => {
+    /** An entry that resolves with the wheel's time when it fires, and may run `then` in its callback. */
+    class Waiter extends TimerEntry {
+      firedAt = -1;
+      readonly fired: Promise<number>;
+      #resolve!: (t: number) => void;
+      constructor(
+        readonly w: TimerWheel,
+        readonly then?: () => void,
+      ) {
+        super();
+        this.fired = new Promise((resolve) => {
+          this.#resolve = resolve;
+        });
+      }
+      onTimer(): void {
+        this.firedAt = this.w.now();
+        this.then?.();
+        this.#resolve(this.firedAt);
+      }
+    }
+
+    it("fires an entry scheduled before the one the timer waits for at its own time", async () => {
+      const w = new TimerWheel({ tick: 5 });
+      const late = new Waiter(w);
+      const early = new Waiter(w);
+      const t0 = w.now();
+      w.schedule(late, t0 + 400);
+      w.schedule(early, t0 + 20);
+      expect(await early.fired).toBeGreaterThanOrEqual(t0 + 20);
+      expect(early.firedAt).toBeLessThan(t0 + 400);
+      expect(late.firedAt).toBe(-1);
+      expect(await late.fired).toBeGreaterThanOrEqual(t0 + 400);
+    });
+
+    it("fires the next entry when the one the timer was armed for is cancelled", async () => {
+      const w = new TimerWheel({ tick: 5 });
+      const cancelled = new Waiter(w);
+      const next = new Waiter(w);
+      const t0 = w.now();
+      w.schedule(cancelled, t0 + 10);
+      w.schedule(next, t0 + 40);
+      w.cancel(cancelled);
+      expect(await next.fired).toBeGreaterThanOrEqual(t0 + 40);
+      expect(cancelled.firedAt).toBe(-1);
+      expect(w.size).toBe(0);
+    });
+
+    it("does not let a callback that schedules a later entry delay an earlier one", async () => {
+      const w = new TimerWheel({ tick: 5 });
+      const t0 = w.now();
+      const far = new Waiter(w);
+      // Fires first and schedules an entry far away: the timer must still wake for `soon`.
+      const first = new Waiter(w, () => w.schedule(far, t0 + 2_000));
+      const soon = new Waiter(w);
+      w.schedule(first, t0 + 10);
+      w.schedule(soon, t0 + 60);
+      expect(await soon.fired).toBeLessThan(t0 + 2_000);
+      expect(far.firedAt).toBe(-1);
+      w.cancel(far);
+      w.stop();
+    });
+  });
 });

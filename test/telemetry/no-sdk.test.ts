@@ -1,4 +1,4 @@
-import { context, metrics, propagation, trace, TraceFlags } from "@opentelemetry/api";
+import { context, metrics, propagation, TraceFlags, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { MeterProvider } from "@opentelemetry/sdk-metrics";
