@@ -23,32 +23,12 @@
  */
 
 import type { Endpoint } from "../discovery/endpoint.js";
-import type { ServiceName } from "../discovery/names.js";
-import {
-  type AttemptRecord,
-  BulkheadFullError,
-  DeadlineExceededError,
-  MeshClosedError,
-  NoHealthyEndpointError,
-  RequestFailedError,
-  ServiceNotFoundError,
-} from "../errors.js";
+import { type AttemptRecord, DeadlineExceededError, RequestFailedError } from "../errors.js";
 import type { EndpointHealth } from "../routing/health.js";
-import type { Balancer, PickConstraints } from "../routing/router.js";
-import type { CallPolicy, FailureKind, ServiceCallState } from "./policy.js";
-import { TimerEntry, type TimerWheel } from "./timer.js";
-
-/** One service as calls to it see it: its name, balancer, call state and timer wheel. */
-export interface ServiceRoute {
-  /** The service. */
-  readonly name: ServiceName;
-  /** Its balancer. */
-  readonly balancer: Balancer;
-  /** Its call state (budgets, calls in flight). */
-  readonly state: ServiceCallState;
-  /** The wheel for per-try timeouts, deadlines, back-off and hedge delays. */
-  readonly timers: TimerWheel;
-}
+import type { PickConstraints } from "../routing/router.js";
+import { admitCall, noEndpointError, releaseCall, type ServiceRoute } from "./admission.js";
+import type { CallPolicy, FailureKind } from "./policy.js";
+import { TimerEntry } from "./timer.js";
 
 /** An attempt's per-try timeout passed: before it could start writing (`connect`), or before its response. */
 export class PerTryTimeoutError extends Error {
@@ -67,64 +47,6 @@ export class PerTryTimeoutError extends Error {
     this.name = "PerTryTimeoutError";
     this.started = started;
   }
-}
-
-/**
- * Admits a call to its service, for every transport: refused when the mesh
- * is closed or the service's bulkhead is full (the error says which);
- * otherwise counted as in flight, with a deposit into the retry budget.
- * A call admitted must be let go with {@link releaseCall} once it ends.
- * `now`: the policy's clock, when the caller has just read it.
- */
-export function admitCall(
-  route: ServiceRoute,
-  policy: CallPolicy,
-  meshClosed: boolean,
-  now?: number,
-): Error | undefined {
-  if (meshClosed) return new MeshClosedError();
-  const state = route.state;
-  if (state.active >= policy.maxRequestsPerService) {
-    return new BulkheadFullError(route.name.key, "service", policy.maxRequestsPerService);
-  }
-  state.active++;
-  policy.admitted();
-  state.budget?.deposit(now);
-  return undefined;
-}
-
-/** Lets go of a call {@link admitCall} admitted. */
-export function releaseCall(route: ServiceRoute, policy: CallPolicy): void {
-  route.state.active--;
-  policy.ended();
-}
-
-/**
- * Why a pick found no endpoint, as the error the caller gets: a full
- * bulkhead, the discovery error when every backend failed before it ever
- * answered, an unknown service, or no healthy endpoint (with the attempts
- * made so far). Shared by every transport.
- */
-export function noEndpointError(
-  route: Pick<ServiceRoute, "name" | "balancer">,
-  policy: CallPolicy,
-  records: readonly AttemptRecord[],
-): Error {
-  const balancer = route.balancer;
-  const key = route.name.key;
-  if (balancer.saturated) return new BulkheadFullError(key, "endpoint", policy.maxRequestsPerEndpoint);
-  const snapshot = balancer.watch.snapshot;
-  if (snapshot.endpoints.length === 0) {
-    const failed = snapshot.sources.find((s) => s.error !== undefined);
-    if (snapshot.state === "failed" && failed?.error !== undefined) return failed.error;
-    if (snapshot.state === "not-found" || snapshot.state === "pending") {
-      return new ServiceNotFoundError(
-        key,
-        snapshot.sources.map((s) => s.backend),
-      );
-    }
-  }
-  return new NoHealthyEndpointError(key, snapshot.endpoints.length, records);
 }
 
 /** The reason a hedge race's loser is cancelled with. */

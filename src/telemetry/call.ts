@@ -20,7 +20,8 @@ import {
   trace,
 } from "@opentelemetry/api";
 import type { Endpoint } from "../discovery/endpoint.js";
-import type { AttemptOutcome, EngineAttempt, ServiceRoute } from "../resilience/engine.js";
+import type { ServiceRoute } from "../resilience/admission.js";
+import type { AttemptOutcome, EngineAttempt } from "../resilience/engine.js";
 import type { MeshInstruments } from "./metrics.js";
 import { leaveReason, type TierChoice, tierChoice } from "./reasons.js";
 import { Attr, endSpanWithError, type HeaderList, injectHeaders, TRACER_NAME } from "./tracing.js";

@@ -17,7 +17,7 @@
 
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { EgressDeniedError, MeshClosedError } from "../../errors.js";
-import { noEndpointError } from "../../resilience/engine.js";
+import { noEndpointError } from "../../resilience/admission.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { Balancer } from "../../routing/router.js";
 import type { Subscription } from "../../subscription.js";

@@ -12,7 +12,7 @@
 
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { ServiceName } from "../../discovery/names.js";
-import type { ServiceRoute } from "../../resilience/engine.js";
+import type { ServiceRoute } from "../../resilience/admission.js";
 import type { CallPolicy, ServiceCallState } from "../../resilience/policy.js";
 import type { TimerWheel } from "../../resilience/timer.js";
 import type { Balancer, PickConstraints } from "../../routing/router.js";

@@ -18,7 +18,7 @@
 
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { MeshClosedError } from "../../errors.js";
-import { noEndpointError } from "../../resilience/engine.js";
+import { noEndpointError } from "../../resilience/admission.js";
 import type { ServiceBinding } from "./binding.js";
 import { lastConnectError } from "./connections.js";
 import {

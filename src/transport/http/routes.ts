@@ -9,7 +9,7 @@
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { hostPort } from "../../discovery/endpoint.js";
 import { type ServiceName, tryParseServiceName } from "../../discovery/names.js";
-import type { ServiceRoute } from "../../resilience/engine.js";
+import type { ServiceRoute } from "../../resilience/admission.js";
 import type { CallPolicy, ServiceCallState } from "../../resilience/policy.js";
 import { sharedTimerWheel, type TimerWheel } from "../../resilience/timer.js";
 import type { Balancer } from "../../routing/router.js";
