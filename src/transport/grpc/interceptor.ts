@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { Context, Span } from "@opentelemetry/api";
+import { type Context, ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import type { CallPolicy } from "../../resilience/policy.js";
 import { CallObserver } from "../../telemetry/call.js";
@@ -155,14 +155,16 @@ export class MeshClientCall {
     this.#controls = c;
     this.#options = attemptOptions(this.#options, c);
 
-    const parent = activeContext();
+    // One check answers every OpenTelemetry question of a call's start without an SDK (as for HTTP).
+    const otel = otelRegistered();
+    const parent = otel ? activeContext() : ROOT_CONTEXT;
     this.#parent = parent;
     // With no SDK registered there is nothing to record; the caller's own context still propagates.
-    if (otelRegistered() && tracerRegistered()) {
+    if (otel && tracerRegistered()) {
       this.#span = startCallSpan(rpcSpanName(this.path), parent, rpcAttributes(this.path));
     }
     // The call's context for every leg; a traced attempt's own replaces it when it is picked.
-    injectMetadata(contextWithSpan(parent, this.#span), md);
+    if (otel) injectMetadata(contextWithSpan(parent, this.#span), md);
     this.#base = md;
     const leg = new Leg(this, callerOptions);
     md.setOptions(leg);
