@@ -334,8 +334,7 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   #launch(endpoint: Endpoint, now: number): void {
     const balancer = this.route.balancer;
-    const picked = balancer.picked;
-    const health = picked !== undefined && picked.id === endpoint.id ? picked : balancer.healthOf(endpoint);
+    const health = balancer.healthOf(endpoint);
     const a = this.createAttempt(endpoint, health, now);
     this.attempts++;
     this.#inflight++;
@@ -648,10 +647,11 @@ export abstract class EngineCall<A extends EngineAttempt = EngineAttempt> {
 
   #afterDrain(): void {
     const r = this.#r;
-    const next = r?.next;
+    if (r === undefined) return;
+    const next = r.next;
     if (next === undefined || this.finished) return;
-    r!.next = undefined;
-    this.#retry(next, r!.nextDelay, this.policy.now());
+    r.next = undefined;
+    this.#retry(next, r.nextDelay, this.policy.now());
   }
 
   /**

@@ -242,17 +242,13 @@ export class Balancer {
   }
 
   /**
-   * The health record of the endpoint the last {@link Balancer.pick} drew,
-   * if any: a transport about to report to the endpoint it was just handed
-   * takes it from here (after checking its id) instead of looking it up.
+   * The health record the transport reports to for an endpoint: the one
+   * the last {@link Balancer.pick} drew when it is that endpoint (a
+   * transport asks for the endpoint it was just handed), else a lookup.
    */
-  get picked(): EndpointHealth | undefined {
-    return this.#picked;
-  }
-
-  /** The health record the transport reports to for an endpoint. */
   healthOf(endpoint: Endpoint): EndpointHealth {
-    return this.#health.get(endpoint.id);
+    const picked = this.#picked;
+    return picked !== undefined && picked.id === endpoint.id ? picked : this.#health.get(endpoint.id);
   }
 
   /** The tier of an endpoint for this caller. */

@@ -53,7 +53,7 @@ export class Route implements ServiceRoute {
   readonly host: string;
   /** `http:` or `https:`. */
   readonly protocol: string;
-  /** `["host", host]`, which each call copies. */
+  /** `["host", host]`, shared by the calls: one that adds a header copies it first. */
   readonly hostHeader: string[];
   /** The TLS server name undici would derive from the Host header: the host without its port. */
   readonly servername: string;
