@@ -236,6 +236,21 @@ describe("MeshDispatcher", () => {
     await dispatcher.close();
   });
 
+  it("leaves undici the caller's own headers timeout: the per-try timeout is the engine's", async () => {
+    // A headers timeout unlike the body timeout makes undici replace its
+    // connection timer on every request instead of refreshing it.
+    const spy = new SpyDispatcher(new Agent());
+    const dispatcher = new MeshDispatcher(routes, { agent: spy, plainAgent: true });
+    const { handler, done } = fetchLikeHandler();
+    dispatcher.dispatch(fetchLikeOptions("/fields"), handler);
+    expect(await done).toBe(200);
+    await (await request(`${MESH_ORIGIN}:8080/own`, { dispatcher, headersTimeout: 2500 })).body.text();
+    const [fetchLike, own] = spy.calls.map((c) => c.opts as unknown as Record<string, unknown>);
+    expect(fetchLike!.headersTimeout).toBeUndefined();
+    expect(own!.headersTimeout).toBe(2500);
+    await dispatcher.close();
+  });
+
   it("fails a mesh call whose legacy handler lacks a callback, as undici fails it", async () => {
     const dispatcher = new MeshDispatcher(routes, { agent: new SpyDispatcher(undefined) });
     let failed: Error | undefined;

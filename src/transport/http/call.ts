@@ -252,8 +252,13 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
       options.headers = extra.length === 0 ? source : withHeaders(source, extra);
       this.#baseHeaders = undefined;
     }
+    // The engine's per-try timer keeps this timeout (connecting included).
+    // undici is left its own headers timeout (the caller's, or the agent's
+    // default, equal to its body timeout): with a different one, each
+    // request's connection would swap its headers timer for a new body
+    // timer instead of refreshing one (docs/performance.md, "The fetch
+    // path, fourth pass").
     this.perTryTimeout = callerTimeout ?? policy.perTryTimeout;
-    options.headersTimeout = this.perTryTimeout;
     this.#options = options;
     if (obs?.traced === true) {
       obs.headerSource = source;
@@ -299,9 +304,6 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     if (this.#optionsUsed) options = { ...options };
     else this.#optionsUsed = true;
     options.origin = (this.route as Route).originOf(a.endpoint);
-    // undici's own headers timeout stays set as a backstop; the engine's
-    // per-try timer covers connecting too.
-    options.headersTimeout = timeoutMs;
     if (this.deadlineAt !== Number.POSITIVE_INFINITY) {
       options.headers = this.policy.propagateDeadline
         ? withHeaders(this.#baseHeaders, [TIMEOUT_HEADER, String(timeoutMs)])
