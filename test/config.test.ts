@@ -10,7 +10,7 @@ import {
   resolveConfig,
 } from "../src/config/config.js";
 import { discoveryKind } from "../src/discovery/kinds.js";
-import { ConfigError, ErrorCodes, formatValue } from "../src/errors.js";
+import { ConfigError, ErrorCodes } from "../src/errors.js";
 import { createMesh } from "../src/mesh.js";
 
 const dir = mkdtempSync(join(tmpdir(), "meshlink-config-"));
@@ -456,36 +456,5 @@ describe("resolveConfig: behaviour kept", () => {
 
   it("trims blanks around an environment variable", () => {
     expect(resolveConfig({ env: { MESHLINK_REGION: "  us-east-1\n" } }).region).toBe("us-east-1");
-  });
-});
-
-describe("formatValue", () => {
-  it("cuts a long string, saying how long it was", () => {
-    const out = formatValue("x".repeat(5000));
-    expect(out.length).toBeLessThan(80);
-    expect(out).toContain("(5000 chars)");
-  });
-
-  it("renders at most about 60 characters of a large object, without serialising it whole", () => {
-    const big = { list: Array.from({ length: 100_000 }, (_, i) => i) };
-    expect(formatValue(big).length).toBeLessThanOrEqual(60);
-    expect(formatValue({ a: 1, b: [1, "x"] })).toBe('{"a":1,"b":[1,"x"]}');
-  });
-
-  it("redacts entries under secret keys and survives cycles", () => {
-    const cyclic: Record<string, unknown> = { token: "abc", name: "n" };
-    cyclic.self = cyclic;
-    expect(formatValue(cyclic)).toBe('{"token":[redacted],"name":"n","self":[circular]}');
-    expect(formatValue({ keycloak: "k" })).toBe('{"keycloak":"k"}');
-  });
-
-  it("survives a value whose getter throws, in a ConfigError too", () => {
-    const hostile = {
-      get boom(): never {
-        throw new Error("no");
-      },
-    };
-    expect(typeof formatValue(hostile)).toBe("string");
-    expect(new ConfigError("policy", hostile, "expected an object").code).toBe(ErrorCodes.CONFIG);
   });
 });

@@ -9,10 +9,10 @@
 
 import type { ResolvedConfig } from "../config/config.js";
 import { configInForce } from "../config/defaults.js";
-import { redactValue } from "../errors.js";
 import { matchLocality } from "../routing/tiers.js";
 import type { MaterialSpec } from "../tls/material.js";
 import type { ResolvedTls } from "../tls/options.js";
+import { redactValue } from "../values.js";
 
 /** The configuration in force, as the admin endpoint's `/config` returns it. */
 export interface ConfigView {

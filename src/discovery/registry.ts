@@ -7,8 +7,9 @@
 
 import { sleep } from "../clock.js";
 import { reportInternalError } from "../diagnostics.js";
-import { DiscoveryError, formatValue } from "../errors.js";
+import { DiscoveryError } from "../errors.js";
 import type { Subscription } from "../subscription.js";
+import { formatValue } from "../values.js";
 import type { ClusterStatus, DiscoveryBackend, DiscoveryUpdate } from "./discovery.js";
 import type { Endpoint } from "./endpoint.js";
 import { isQualifiedServiceName, type ServiceName } from "./names.js";
