@@ -21,7 +21,7 @@ import {
 } from "@opentelemetry/api";
 import type { Endpoint } from "../discovery/endpoint.js";
 import type { ServiceRoute } from "../resilience/admission.js";
-import type { AttemptOutcome, EngineAttempt } from "../resilience/engine.js";
+import type { AttemptOutcome, EngineAttempt } from "../resilience/attempt.js";
 import type { MeshInstruments } from "./metrics.js";
 import { leaveReason, type TierChoice, tierChoice } from "./reasons.js";
 import { Attr, endSpanWithError, type HeaderList, injectHeaders, TRACER_NAME } from "./tracing.js";

@@ -7,7 +7,7 @@
  */
 
 import type { Endpoint } from "../discovery/endpoint.js";
-import type { AttemptOutcome } from "../resilience/engine.js";
+import type { AttemptOutcome } from "../resilience/attempt.js";
 import type { Balancer, TierState } from "../routing/router.js";
 
 /**

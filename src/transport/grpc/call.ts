@@ -20,7 +20,8 @@
  */
 
 import type { Endpoint } from "../../discovery/endpoint.js";
-import { type AttemptOutcome, EngineAttempt, EngineCall } from "../../resilience/engine.js";
+import { type AttemptOutcome, EngineAttempt } from "../../resilience/attempt.js";
+import { EngineCall } from "../../resilience/engine.js";
 import type { FailureKind } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { PickConstraints } from "../../routing/router.js";

@@ -9,7 +9,7 @@
  */
 
 import type { Dispatcher } from "undici";
-import { EngineAttempt } from "../../resilience/engine.js";
+import { EngineAttempt } from "../../resilience/attempt.js";
 import { parseRetryAfter } from "../../resilience/policy.js";
 import type { MeshCall } from "./call.js";
 import { headerValue, type ResponseHeaders } from "./headers.js";

@@ -34,8 +34,9 @@ import { ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import { type Dispatcher, errors } from "undici";
 import type { Endpoint } from "../../discovery/endpoint.js";
 import { ConfigError, RequestFailedError } from "../../errors.js";
+import type { AttemptOutcome } from "../../resilience/attempt.js";
 import { parseTimeoutHeader, TIMEOUT_HEADER } from "../../resilience/deadline.js";
-import { type AttemptOutcome, EngineCall } from "../../resilience/engine.js";
+import { EngineCall } from "../../resilience/engine.js";
 import { classifyError, type FailureKind, isIdempotent } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 // Telemetry (issue 13): the call's observer, made only when something records.

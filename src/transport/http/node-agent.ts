@@ -36,7 +36,7 @@ import type { Endpoint } from "../../discovery/endpoint.js";
 import { hostPort } from "../../discovery/endpoint.js";
 import { type AttemptRecord, RequestFailedError } from "../../errors.js";
 import { admitCall, noEndpointError, releaseCall } from "../../resilience/admission.js";
-import { PerTryTimeoutError } from "../../resilience/engine.js";
+import { PerTryTimeoutError } from "../../resilience/attempt.js";
 import { classifyError } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 import type { Connector } from "../connector.js";
