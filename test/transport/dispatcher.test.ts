@@ -251,6 +251,19 @@ describe("MeshDispatcher", () => {
     await dispatcher.close();
   });
 
+  it("gives undici a per-try timeout longer than its own 300 s headers timeout, which would cut it short", async () => {
+    const long = meshRoutes(
+      { "api.default": [{ address: server.address, port: server.port, cluster: "east" }] },
+      { policy: { perTryTimeout: 400_000 } },
+    );
+    const spy = new SpyDispatcher(new Agent());
+    const dispatcher = new MeshDispatcher(long, { agent: spy });
+    await (await request(`${MESH_ORIGIN}:8080/long`, { dispatcher })).body.text();
+    expect((spy.calls[0]!.opts as unknown as Record<string, unknown>).headersTimeout).toBe(400_000);
+    await dispatcher.close();
+    await long.close();
+  });
+
   it("fails a mesh call whose legacy handler lacks a callback, as undici fails it", async () => {
     const dispatcher = new MeshDispatcher(routes, { agent: new SpyDispatcher(undefined) });
     let failed: Error | undefined;

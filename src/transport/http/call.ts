@@ -255,7 +255,8 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     }
     // The engine's per-try timer keeps this timeout (connecting included).
     // undici is left its own headers timeout (the caller's, or the agent's
-    // default, equal to its body timeout): with a different one, each
+    // default, equal to its body timeout; a longer per-try timeout is
+    // passed on, see dispatchAttempt): with a different one, each
     // request's connection would swap its headers timer for a new body
     // timer instead of refreshing one (docs/performance.md, "The fetch
     // path, fourth pass").
@@ -305,6 +306,9 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     if (this.#optionsUsed) options = { ...options };
     else this.#optionsUsed = true;
     options.origin = (this.route as Route).originOf(a.endpoint);
+    // undici's own headers timeout (300 s unless the caller set one) must not
+    // cut a longer per-try timeout short.
+    if (timeoutMs > UNDICI_HEADERS_TIMEOUT) options.headersTimeout = timeoutMs;
     if (this.deadlineAt !== Number.POSITIVE_INFINITY) {
       options.headers = this.policy.propagateDeadline
         ? withHeaders(this.#baseHeaders, [TIMEOUT_HEADER, String(timeoutMs)])
@@ -509,7 +513,9 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
   }
 }
 
-/** HTTP's names for attempt spans and statuses (made only for a call something records). */
+/** undici's default headers timeout, ms (the mesh's agents keep it). */
+const UNDICI_HEADERS_TIMEOUT = 300_000;
+
 /**
  * What a call that only records metrics (no span of its own) needs of the
  * protocol: the status rules. Shared, so that such a call builds no
