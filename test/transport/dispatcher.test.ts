@@ -207,12 +207,17 @@ describe("MeshDispatcher", () => {
     } as unknown as Dispatcher.DispatchOptions;
   }
 
+  /** Dispatches a `fetch`-shaped call through `dispatcher`; resolves with its status. */
+  function dispatchFetchLike(dispatcher: MeshDispatcher, path: string): Promise<number> {
+    const { handler, done } = fetchLikeHandler();
+    dispatcher.dispatch(fetchLikeOptions(path), handler);
+    return done;
+  }
+
   it("copies a fetch's options field by field for a plain undici agent: every field undici reads arrives", async () => {
     const spy = new SpyDispatcher(new Agent());
     const dispatcher = new MeshDispatcher(routes, { agent: spy, plainAgent: true });
-    const { handler, done } = fetchLikeHandler();
-    dispatcher.dispatch(fetchLikeOptions("/fields"), handler);
-    expect(await done).toBe(200);
+    expect(await dispatchFetchLike(dispatcher, "/fields")).toBe(200);
     const seen = server.requests[0]!;
     expect(seen.url).toBe("/fields?a=1");
     expect(seen.headers.connection).toBe("close");
@@ -228,9 +233,7 @@ describe("MeshDispatcher", () => {
   it("copies every field of a fetch's options for an agent that may read any", async () => {
     const spy = new SpyDispatcher(new Agent());
     const dispatcher = new MeshDispatcher(routes, { agent: spy });
-    const { handler, done } = fetchLikeHandler();
-    dispatcher.dispatch(fetchLikeOptions("/any"), handler);
-    expect(await done).toBe(200);
+    expect(await dispatchFetchLike(dispatcher, "/any")).toBe(200);
     expect(server.requests[0]!.url).toBe("/any?a=1");
     expect((spy.calls[0]!.opts as unknown as Record<string, unknown>).custom).toBe("kept");
     await dispatcher.close();
@@ -241,9 +244,7 @@ describe("MeshDispatcher", () => {
     // connection timer on every request instead of refreshing it.
     const spy = new SpyDispatcher(new Agent());
     const dispatcher = new MeshDispatcher(routes, { agent: spy, plainAgent: true });
-    const { handler, done } = fetchLikeHandler();
-    dispatcher.dispatch(fetchLikeOptions("/fields"), handler);
-    expect(await done).toBe(200);
+    expect(await dispatchFetchLike(dispatcher, "/fields")).toBe(200);
     await (await request(`${MESH_ORIGIN}:8080/own`, { dispatcher, headersTimeout: 2500 })).body.text();
     const [fetchLike, own] = spy.calls.map((c) => c.opts as unknown as Record<string, unknown>);
     expect(fetchLike!.headersTimeout).toBeUndefined();
