@@ -14,8 +14,9 @@ type Handler = Dispatcher.DispatchHandler;
 /**
  * The dispatch options of an attempt: every field of the caller's options,
  * in one shape that starts with the fields undici's `Request` reads
- * (lib/core/request.js); `origin` and `headers` are set per attempt. `Object.assign` onto this class is the cheapest copy of an
- * arbitrary caller's options on Node 20 (docs/performance.md, F2 and "The
+ * (lib/core/request.js); `origin` and `headers` are set per attempt.
+ * `Object.assign` onto this class is the cheapest copy of an arbitrary
+ * caller's options on Node 20 (docs/performance.md, F2 and "The
  * fetch path, second pass"): reading the fields one by one made
  * `undici.request` calls about 4 µs dearer at c=16 (its options object is a
  * spread with fields added, which V8 keeps as a dictionary), and a spread of
