@@ -24,10 +24,13 @@ export type Headers = Dispatcher.DispatchOptions["headers"];
 /** Response headers in the caller's API: raw `[name, value, …]` (legacy) or an object (new). */
 export type ResponseHeaders = Buffer[] | string[] | Record<string, string | string[] | undefined> | null;
 
-/** Adds headers to undici's request headers in whichever shape they came. */
+/**
+ * Adds headers to undici's request headers in whichever shape they came.
+ * Without headers of the caller's, `extra` itself is the answer (a route's
+ * shared Host header list, say): the result is read, never added to.
+ */
 export function withHeaders(headers: Headers, extra: HeaderList): Headers {
-  // Always a new list: `extra` may be shared (a route's Host header).
-  if (headers == null) return extra.slice();
+  if (headers == null) return extra;
   if (Array.isArray(headers)) {
     if (headers.length === 0 || typeof headers[0] === "string") return [...(headers as string[]), ...extra];
     const pairs = (headers as unknown as [string, string][]).slice();
