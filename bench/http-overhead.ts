@@ -68,6 +68,9 @@ const TARGET_GROUPS: readonly (readonly PathId[])[] = [
 
 /** Groups that explain the figures (`--set=all`, the default). */
 const DIAGNOSTIC_GROUPS: readonly (readonly PathId[])[] = [
+  // The twin with meshlink loaded: the meshed path's cost split into loading and calling.
+  ["request+Pool", "request+Pool(mesh loaded)", "request+mesh"],
+  ["fetch+Agent", "fetch+Agent(mesh loaded)", "mesh.fetch"],
   ["request+Pool", "request+noop", "request+rewrite", "pool.request"],
   ["request+Agent", "request+mesh(other host)"],
   ["fetch+Agent", "fetch+rewrite"],
@@ -82,6 +85,26 @@ const COMPARISONS: readonly { path: PathId; twin: PathId; why: string }[] = [
     path: "fetch(global=mesh)",
     twin: "fetch(global=Agent)",
     why: "target: global fetch, mesh.dispatcher against undici's Agent",
+  },
+  {
+    path: "request+mesh",
+    twin: "request+Pool(mesh loaded)",
+    why: "a call through the mesh, against the twin in a process with meshlink loaded",
+  },
+  {
+    path: "request+Pool(mesh loaded)",
+    twin: "request+Pool",
+    why: "what having meshlink loaded costs the twin's own calls",
+  },
+  {
+    path: "mesh.fetch",
+    twin: "fetch+Agent(mesh loaded)",
+    why: "mesh.fetch, against the twin in a process with meshlink loaded",
+  },
+  {
+    path: "fetch+Agent(mesh loaded)",
+    twin: "fetch+Agent",
+    why: "what having meshlink loaded costs the twin's own calls",
   },
   { path: "request+noop", twin: "request+Pool", why: "undici's compose() alone (Wrap/UnwrapHandler)" },
   {
@@ -174,7 +197,8 @@ async function main(): Promise<void> {
   const endpoints = [{ address: "127.0.0.1", port, cluster: "bench-c1", ...MESH_LOCALITY }];
   const specs = new Map<string, ClientSpec>(
     paths.map((path): [string, ClientSpec] => {
-      if (!PATHS[path].meshed) return [path, { path, origin }];
+      // Unmeshed paths get the endpoints too: a twin with meshlink loaded makes a mesh.
+      if (!PATHS[path].meshed) return [path, { path, origin, endpoints }];
       return [path, path === "request+mesh(other host)" ? { path, endpoints, origin } : { path, endpoints }];
     }),
   );
@@ -244,6 +268,7 @@ async function main(): Promise<void> {
           "main thread",
           "GC pause",
           "GCs minor/major per 1k",
+          "promoted B/req",
           "server busy %",
         ],
         aggregates
@@ -257,6 +282,7 @@ async function main(): Promise<void> {
             fmtSpread(a.mainCpuUs),
             fmt(a.gcPauseUs.median),
             `${fmt(a.minorGcs.median, 1)}/${fmt(a.majorGcs.median, 2)}`,
+            fmtSpread(a.promotedBytes, 0),
             fmt(a.serverBusy.median, 0),
           ]),
       );

@@ -258,6 +258,8 @@ export interface Aggregate {
   /** Scavenges and mark-compacts per 1 000 requests. */
   readonly minorGcs: Spread;
   readonly majorGcs: Spread;
+  /** Bytes per request the scavenges promoted (a run whose process kept requests alive shows here). */
+  readonly promotedBytes: Spread;
   readonly serverCpuUs: Spread;
   readonly serverBusy: Spread;
   readonly proxyCpuUs: Spread | undefined;
@@ -285,6 +287,7 @@ export function aggregate(runs: Runs): Aggregate[] {
           gcPauseUs: spread(rs.map((x) => x.gcPauseUs)),
           minorGcs: spread(rs.map((x) => x.minorGcs)),
           majorGcs: spread(rs.map((x) => x.majorGcs)),
+          promotedBytes: spread(rs.map((x) => x.promotedBytes)),
           serverCpuUs: spread(rs.map((x) => x.serverCpuUs)),
           serverBusy: spread(rs.map((x) => x.serverBusy)),
           proxyCpuUs: proxy.length > 0 ? spread(proxy) : undefined,

@@ -61,6 +61,13 @@ export const PATHS = {
     label: "undici.request, dispatcher: raw Agent",
     twin: undefined,
   },
+  "request+Pool(mesh loaded)": {
+    family: "request",
+    meshed: false,
+    label:
+      "undici.request, dispatcher: raw Pool, in a process that also made a mesh and called through it once",
+    twin: "request+Pool",
+  },
   "request+noop": {
     family: "request",
     meshed: false,
@@ -90,6 +97,13 @@ export const PATHS = {
     meshed: false,
     label: "global fetch, dispatcher: raw Agent (init option)",
     twin: undefined,
+  },
+  "fetch+Agent(mesh loaded)": {
+    family: "fetch",
+    meshed: false,
+    label:
+      "global fetch, dispatcher: raw Agent, in a process that also made a mesh and called through it once",
+    twin: "fetch+Agent",
   },
   "fetch+rewrite": {
     family: "fetch",
@@ -203,6 +217,22 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
         close: () => base.close(),
       };
     }
+    case "request+Pool(mesh loaded)": {
+      // The twin in a process that has loaded meshlink, made a mesh and sent one call through it: the
+      // same heap and loaded code as the meshed path, none of its per-call work. What loading meshlink
+      // costs a process's own calls (docs/performance.md, "The fetch path, fifth pass").
+      const { Pool, request } = await import("undici");
+      const mesh = await createBenchMesh(spec);
+      await (await request(MESH_URL, { dispatcher: mesh.dispatcher })).body.text();
+      const pool = new Pool(needOrigin(spec));
+      return {
+        call: async () => (await request(url, { dispatcher: pool })).body.text(),
+        close: async () => {
+          await pool.close();
+          await mesh.close();
+        },
+      };
+    }
     case "request+rewrite": {
       // The floor of any origin-rewriting dispatcher: no compose(), no handler wrapping, the caller's
       // handler straight to the Agent. What a mesh could cost if it spoke the caller's handler API.
@@ -241,6 +271,22 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       return {
         call: async () => (await fetch(url, init)).text(),
         close: () => agent.close(),
+      };
+    }
+    case "fetch+Agent(mesh loaded)": {
+      // As request+Pool(mesh loaded), under fetch.
+      const { Agent } = await import("undici");
+      const mesh = await createBenchMesh(spec);
+      await (await mesh.fetch(MESH_URL)).text();
+      const agent = new Agent();
+      const init = { dispatcher: agent } as unknown as RequestInit;
+      needOrigin(spec);
+      return {
+        call: async () => (await fetch(url, init)).text(),
+        close: async () => {
+          await agent.close();
+          await mesh.close();
+        },
       };
     }
     case "fetch+rewrite": {
