@@ -64,8 +64,7 @@ export const PATHS = {
   "request+Pool(mesh loaded)": {
     family: "request",
     meshed: false,
-    label:
-      "undici.request, dispatcher: raw Pool, in a process that also made a mesh and called through it once",
+    label: "undici.request, dispatcher: raw Pool, in a process that also loaded meshlink and made a mesh",
     twin: "request+Pool",
   },
   "request+noop": {
@@ -101,8 +100,7 @@ export const PATHS = {
   "fetch+Agent(mesh loaded)": {
     family: "fetch",
     meshed: false,
-    label:
-      "global fetch, dispatcher: raw Agent, in a process that also made a mesh and called through it once",
+    label: "global fetch, dispatcher: raw Agent, in a process that also loaded meshlink and made a mesh",
     twin: "fetch+Agent",
   },
   "fetch+rewrite": {
@@ -218,12 +216,12 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       };
     }
     case "request+Pool(mesh loaded)": {
-      // The twin in a process that has loaded meshlink, made a mesh and sent one call through it: the
-      // same heap and loaded code as the meshed path, none of its per-call work. What loading meshlink
-      // costs a process's own calls (docs/performance.md, "The fetch path, fifth pass").
+      // The twin in a process that has loaded meshlink and made a mesh, never called: the meshed
+      // path's heap and loaded code without its calls (one call would also show undici's code the
+      // mesh's options and handlers). What carrying meshlink costs a process's own calls
+      // (docs/performance.md, "The fetch path, fifth pass").
       const { Pool, request } = await import("undici");
       const mesh = await createBenchMesh(spec);
-      await (await request(MESH_URL, { dispatcher: mesh.dispatcher })).body.text();
       const pool = new Pool(needOrigin(spec));
       return {
         call: async () => (await request(url, { dispatcher: pool })).body.text(),
@@ -277,7 +275,6 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       // As request+Pool(mesh loaded), under fetch.
       const { Agent } = await import("undici");
       const mesh = await createBenchMesh(spec);
-      await (await mesh.fetch(MESH_URL)).text();
       const agent = new Agent();
       const init = { dispatcher: agent } as unknown as RequestInit;
       needOrigin(spec);
