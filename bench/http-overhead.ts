@@ -68,7 +68,7 @@ const TARGET_GROUPS: readonly (readonly PathId[])[] = [
 
 /** Groups that explain the figures (`--set=all`, the default). */
 const DIAGNOSTIC_GROUPS: readonly (readonly PathId[])[] = [
-  // The twin with meshlink loaded: the meshed path's cost split into loading and calling.
+  // The twin with meshlink loaded: the meshed path's cost split into carrying meshlink and calling through it.
   ["request+Pool", "request+Pool(mesh loaded)", "request+mesh"],
   ["fetch+Agent", "fetch+Agent(mesh loaded)", "mesh.fetch"],
   ["request+Pool", "request+noop", "request+rewrite", "pool.request"],
