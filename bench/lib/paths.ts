@@ -187,8 +187,30 @@ export async function rewriteDispatcher(target: string, given?: DispatcherTypes)
   return { dispatcher: new Rewrite(), agent };
 }
 
+/** The twins with meshlink loaded, and the path each runs. */
+const LOADED_TWINS = {
+  "request+Pool(mesh loaded)": "request+Pool",
+  "fetch+Agent(mesh loaded)": "fetch+Agent",
+} as const satisfies Partial<Record<PathId, PathId>>;
+
 /** Sets up a path in this process. */
 export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
+  const twin = LOADED_TWINS[spec.path as keyof typeof LOADED_TWINS];
+  if (twin !== undefined) {
+    // The twin in a process that has loaded meshlink and made a mesh, never called: the meshed
+    // path's heap and loaded code without its calls (one call would also show undici's code the
+    // mesh's options and handlers). What carrying meshlink costs a process's own calls
+    // (docs/performance.md, "The fetch path, fifth pass").
+    const mesh = await createBenchMesh(spec);
+    const base = await setupPath({ ...spec, path: twin });
+    return {
+      call: base.call,
+      close: async () => {
+        await base.close();
+        await mesh.close();
+      },
+    };
+  }
   const url = spec.origin === undefined ? MESH_URL : `${spec.origin}/`;
   switch (spec.path) {
     case "pool.request": {
@@ -213,22 +235,6 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       return {
         call: async () => (await request(url, { dispatcher })).body.text(),
         close: () => base.close(),
-      };
-    }
-    case "request+Pool(mesh loaded)": {
-      // The twin in a process that has loaded meshlink and made a mesh, never called: the meshed
-      // path's heap and loaded code without its calls (one call would also show undici's code the
-      // mesh's options and handlers). What carrying meshlink costs a process's own calls
-      // (docs/performance.md, "The fetch path, fifth pass").
-      const { Pool, request } = await import("undici");
-      const mesh = await createBenchMesh(spec);
-      const pool = new Pool(needOrigin(spec));
-      return {
-        call: async () => (await request(url, { dispatcher: pool })).body.text(),
-        close: async () => {
-          await pool.close();
-          await mesh.close();
-        },
       };
     }
     case "request+rewrite": {
@@ -271,21 +277,6 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
         close: () => agent.close(),
       };
     }
-    case "fetch+Agent(mesh loaded)": {
-      // As request+Pool(mesh loaded), under fetch.
-      const { Agent } = await import("undici");
-      const mesh = await createBenchMesh(spec);
-      const agent = new Agent();
-      const init = { dispatcher: agent } as unknown as RequestInit;
-      needOrigin(spec);
-      return {
-        call: async () => (await fetch(url, init)).text(),
-        close: async () => {
-          await agent.close();
-          await mesh.close();
-        },
-      };
-    }
     case "fetch+rewrite": {
       // The floor of any origin-rewriting dispatcher under fetch: fetch's own handler straight to the Agent.
       const { dispatcher, agent } = await rewriteDispatcher(needOrigin(spec));
@@ -320,4 +311,6 @@ export async function setupPath(spec: ClientSpec): Promise<PathSetup> {
       return { call: async () => (await fetch(MESH_URL)).text(), close: () => mesh.close() };
     }
   }
+  // The loaded twins, set up above.
+  throw new Error(`path ${spec.path} has no set-up of its own`);
 }
