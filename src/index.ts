@@ -90,13 +90,9 @@ export {
 } from "./errors.js";
 export {
   createMesh,
-  type EndpointDescription,
   getGlobalDispatcher,
   type Mesh,
-  type MeshDescription,
   type ResolvedEndpoint,
-  type ServiceDescription,
-  type SourceDescription,
   setGlobalDispatcher,
 } from "./mesh.js";
 // Deadlines on the server side: read what the caller has left.
@@ -112,7 +108,14 @@ export type { FailureRateOptions, HealthState, HealthView } from "./routing/heal
 export type { BalancerPolicy, DistributeRule, PriorityLabel, SlowStartOptions } from "./routing/router.js";
 export type { Subscription } from "./subscription.js";
 // Observability: span attributes, metrics, events and describe() parts.
-export type { ClusterDescription, TierDescription } from "./telemetry/describe.js";
+export type {
+  ClusterDescription,
+  EndpointDescription,
+  MeshDescription,
+  ServiceDescription,
+  SourceDescription,
+  TierDescription,
+} from "./telemetry/describe.js";
 export {
   type DiscoveryErrorEvent,
   type DiscoveryRecoveredEvent,

@@ -9,9 +9,109 @@
  * @module
  */
 
-import type { ServiceDescription } from "../mesh.js";
+import type { ClusterStatus } from "../discovery/discovery.js";
+import type { ServiceState } from "../discovery/registry.js";
+import type { HealthView } from "../routing/health.js";
 import type { Balancer } from "../routing/router.js";
+import type { TlsDescription } from "../tls/tls.js";
 import { bestRank } from "./reasons.js";
+
+/** One backend's view of a service, in `describe()`. */
+export interface SourceDescription {
+  /** The backend. */
+  readonly backend: string;
+  /** Its last outcome. */
+  readonly state: ServiceState;
+  /** How many endpoints it contributes. */
+  readonly endpoints: number;
+  /** True when its endpoints are last-known-good from before a failure. */
+  readonly stale: boolean;
+  /** When it last answered (ISO time). */
+  readonly updatedAt: string | undefined;
+  /** Milliseconds since it last answered. */
+  readonly ageMs: number | undefined;
+  /** Its last error, while failing. */
+  readonly error: string | undefined;
+  /** The code of its last error, while failing (`MESHLINK_ERR_DISCOVERY`). */
+  readonly errorCode: string | undefined;
+  /** Per-cluster freshness, for backends that ask several clusters. */
+  readonly clusters: readonly ClusterStatus[] | undefined;
+}
+
+/** One service in `describe()`. */
+export interface ServiceDescription {
+  /** The canonical name, with the port when one was asked. */
+  readonly service: string;
+  /** The merged state. */
+  readonly state: ServiceState;
+  /** Milliseconds since the freshest answer of any backend; undefined before the first. */
+  readonly ageMs: number | undefined;
+  /** True when the best tier the service has does not take all of its traffic (spill-over or failover). */
+  readonly failover: boolean;
+  /** True when a tier that takes traffic is in panic (picks ignore health). */
+  readonly panic: boolean;
+  /** Each tier's size, health and share of the traffic, as the router computes them. */
+  readonly tiers: readonly TierDescription[];
+  /** Each cluster's endpoints and how many are available. */
+  readonly clusters: readonly ClusterDescription[];
+  /** Where the endpoints came from. */
+  readonly sources: readonly SourceDescription[];
+  /** Every endpoint, in the router's order. */
+  readonly endpoints: readonly EndpointDescription[];
+}
+
+/** One endpoint in `describe()`. */
+export interface EndpointDescription {
+  /** `cluster/address:port`. */
+  readonly id: string;
+  /** Its address. */
+  readonly address: string;
+  /** Its port. */
+  readonly port: number;
+  /** Its cluster. */
+  readonly cluster: string;
+  /** Its region. */
+  readonly region: string;
+  /** Its zone. */
+  readonly zone: string;
+  /** Its tier for this caller. */
+  readonly tier: string;
+  /** Its weight. */
+  readonly weight: number;
+  /** True for a backup endpoint. */
+  readonly backup: boolean;
+  /** Ready for traffic, as discovery says. */
+  readonly ready: boolean;
+  /** True when the router may send a call to it now. */
+  readonly available: boolean;
+  /** Why not, when not available: `ejected`, `probing`, `not-ready`, `terminating`. */
+  readonly unavailableReason: string | undefined;
+  /** Its health (state, ejections, EWMA latency, requests in flight), at the same time as `available`. */
+  readonly health: HealthView;
+}
+
+/** The JSON snapshot `mesh.describe()` returns. */
+export interface MeshDescription {
+  /** The caller's locality and failover order. */
+  readonly locality: {
+    /** The caller's region. */
+    readonly region: string;
+    /** The caller's zone. */
+    readonly zone: string;
+    /** Failover regions, in order. */
+    readonly failover: readonly string[];
+  };
+  /** When the snapshot was taken (ISO time). */
+  readonly time: string;
+  /** The discovery backends, by name. */
+  readonly backends: readonly string[];
+  /** Every service the mesh has resolved so far. */
+  readonly services: readonly ServiceDescription[];
+  /** Mutual TLS: the mode, each certificate with its not-after, the last refused rotation. */
+  readonly tls: TlsDescription;
+  /** The egress rules in force, in the order they apply. */
+  readonly egress: readonly string[];
+}
 
 /** One tier of a service in `describe()`: size, health and share of traffic. */
 export interface TierDescription {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { MeshDescription } from "../../src/mesh.js";
+import type { MeshDescription } from "../../src/telemetry/describe.js";
 import { startServer, type TestServer } from "../helpers/servers.js";
 import { collect, jsonOf, runCli } from "./run-cli.js";
 

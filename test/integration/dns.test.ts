@@ -9,7 +9,8 @@ import { type DnsBackend, type DnsDiscoveryOptions, dnsDiscovery } from "../../s
 import { parseServiceName } from "../../src/discovery/names.js";
 import { Registry, type ServiceSnapshot } from "../../src/discovery/registry.js";
 import { ConfigError, ErrorCodes, isMeshError } from "../../src/errors.js";
-import { createMesh, type ServiceDescription } from "../../src/mesh.js";
+import { createMesh } from "../../src/mesh.js";
+import type { ServiceDescription } from "../../src/telemetry/describe.js";
 import {
   type DnsRecords,
   dnsmasqPath,

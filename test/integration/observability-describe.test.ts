@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEndpoint } from "../../src/discovery/endpoint.js";
 import { staticDiscovery } from "../../src/discovery/static.js";
 import { DiscoveryError, ErrorCodes } from "../../src/errors.js";
-import { createMesh, type EndpointDescription, type Mesh } from "../../src/mesh.js";
+import { createMesh, type Mesh } from "../../src/mesh.js";
+import type { EndpointDescription } from "../../src/telemetry/describe.js";
 import { scriptedBackend } from "../helpers/backend.js";
 import { startServer, type TestServer } from "../helpers/servers.js";
 

@@ -10,7 +10,7 @@
 
 import { configView } from "../../admin/config-view.js";
 import { resolveConfig } from "../../config/config.js";
-import type { MeshDescription, ServiceDescription } from "../../mesh.js";
+import type { MeshDescription, ServiceDescription } from "../../telemetry/describe.js";
 import type { Command, CommandContext, OptionValues } from "../command.js";
 import { ExitCode, UnavailableError, UsageError } from "../exit.js";
 import { formatMs, formatShare, type Output } from "../output.js";
