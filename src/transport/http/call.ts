@@ -40,7 +40,7 @@ import { EngineCall } from "../../resilience/engine.js";
 import { classifyError, type FailureKind, isIdempotent } from "../../resilience/policy.js";
 import type { EndpointHealth } from "../../routing/health.js";
 // Telemetry (issue 13): the call's observer, made only when something records.
-import { CallObserver, type ProtocolAttributes } from "../../telemetry/call.js";
+import { CallObserver } from "../../telemetry/call.js";
 import { type MeshInstruments, meshInstruments } from "../../telemetry/metrics.js";
 import {
   activeContext,
@@ -49,7 +49,6 @@ import {
   injectHeaders,
   NOOP_SPAN,
   otelRegistered,
-  startCallSpan,
   tracerRegistered,
 } from "../../telemetry/tracing.js";
 import { classifyTlsRejection } from "../../tls/identity.js";
@@ -75,6 +74,7 @@ import {
 } from "./headers.js";
 import { AttemptOptions, invalidLegacyHandler } from "./options.js";
 import type { HttpRoutes, Route } from "./routes.js";
+import { HTTP_STATUS_ONLY, httpProtocol, startHttpCallSpan } from "./trace.js";
 
 export { HEDGE_HEADER, RETRYABLE_HEADER } from "./headers.js";
 
@@ -200,15 +200,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
     if (otel) {
       if (tracerRegistered()) {
         url = `${route.protocol}//${route.host}${options.path}`;
-        span = startCallSpan(method, parent, {
-          "http.request.method": method,
-          "server.address": route.name.host,
-          "server.port": route.name.port,
-          "url.full": url,
-          "url.path": options.path,
-          // A literal key: computed keys put the object on V8's slow path.
-          "meshlink.service": route.name.key,
-        });
+        span = startHttpCallSpan(method, parent, route, url, options.path);
       }
       instruments = meshInstruments();
     }
@@ -220,7 +212,7 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
             span,
             parent,
             instruments,
-            span.isRecording() ? httpAttempt(method, url, route) : HTTP_STATUS_ONLY,
+            span.isRecording() ? httpProtocol(method, url, route) : HTTP_STATUS_ONLY,
           )
         : undefined;
     this.#obs = obs;
@@ -515,39 +507,6 @@ export class MeshCall extends EngineCall<HttpAttempt> implements Dispatcher.Disp
 
 /** undici's default headers timeout, ms (the mesh's agents keep it). */
 const UNDICI_HEADERS_TIMEOUT = 300_000;
-
-/**
- * What a call that only records metrics (no span of its own) needs of the
- * protocol: the status rules. Shared, so that such a call builds no
- * attribute object it would never read.
- */
-const HTTP_STATUS_ONLY: ProtocolAttributes = {
-  spanName: "",
-  attributes: {},
-  resendCount: undefined,
-  statusAttribute: "http.response.status_code",
-  isErrorStatus: httpErrorStatus,
-};
-
-function httpAttempt(method: string, url: string, route: Route): ProtocolAttributes {
-  return {
-    spanName: `${method} attempt`,
-    attributes: {
-      "http.request.method": method,
-      "url.full": url,
-      "server.address": route.name.host,
-      "server.port": route.name.port,
-    },
-    resendCount: "http.request.resend_count",
-    statusAttribute: "http.response.status_code",
-    isErrorStatus: httpErrorStatus,
-  };
-}
-
-/** OpenTelemetry's rule for HTTP client spans: a status of 400 or more is an error. */
-function httpErrorStatus(status: number): boolean {
-  return status >= 400;
-}
 
 /**
  * The one reference from a legacy caller's abort function to its call, cut
