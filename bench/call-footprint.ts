@@ -23,7 +23,12 @@
  * - **code**: the optimised (TurboFan) machine code of meshlink's functions
  *   that the calls ran, from V8's `--perf-basic-prof` map: functions and bytes
  *   (an upper bound of the instruction footprint of one call: a function
- *   optimised once counts with its whole code).
+ *   optimised once counts with its whole code);
+ * - **work**: how many of meshlink's functions one call runs and how many
+ *   calls of them it makes, from V8's precise coverage with call counts over
+ *   1 000 calls of each shape after the timed blocks. Exact, with no noise:
+ *   the gauge of a change to what a call executes, which at concurrency 1
+ *   costs 10–20 × its hot time (docs/performance.md, second and sixth passes).
  *
  *     npx tsx bench/call-footprint.ts [--smoke] [--blocks=16]
  *
@@ -32,6 +37,7 @@
 
 import { fork } from "node:child_process";
 import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -152,6 +158,43 @@ interface Measured {
   readonly floorHot: Record<Shape, number>;
   readonly floorCold: Record<Shape, number>;
   readonly code: { functions: number; bytes: number; top: { name: string; bytes: number }[] } | undefined;
+  /** Per call of each shape: meshlink's functions run, and the calls made of them. */
+  readonly work: Record<Shape, { functions: number; calls: number }>;
+}
+
+/** Counts, with V8's precise coverage, meshlink's functions that `calls` calls of `shape` run and how often. */
+async function countWork(
+  d: Dispatcher,
+  shape: Shape,
+  calls: number,
+): Promise<{ functions: number; calls: number }> {
+  const session = new Session();
+  session.connect();
+  try {
+    await session.post("Profiler.enable");
+    await session.post("Profiler.startPreciseCoverage", { callCount: true, detailed: false });
+    await session.post("Profiler.takePreciseCoverage"); // zero the counts
+    const make = SHAPES[shape];
+    for (let i = 0; i < calls; i++) d.dispatch(...make());
+    const { result } = await session.post("Profiler.takePreciseCoverage");
+    await session.post("Profiler.stopPreciseCoverage");
+    const src = new URL("../src/", import.meta.url).href;
+    let functions = 0;
+    let count = 0;
+    for (const script of result) {
+      if (!script.url.startsWith(src)) continue;
+      for (const f of script.functions) {
+        // A function's first range is the whole function; its count is how often it ran.
+        const n = f.ranges[0]?.count ?? 0;
+        if (n === 0) continue;
+        functions++;
+        count += n;
+      }
+    }
+    return { functions, calls: count / calls };
+  } finally {
+    session.disconnect();
+  }
 }
 
 const SWEEP = new Float64Array((32 * 1024 * 1024) / 8);
@@ -221,9 +264,10 @@ async function child(blocks: number, hotCalls: number, coldCalls: number): Promi
   }
   const code = optimisedCode(mapFile, from);
   rmSync(mapFile, { force: true });
+  const work = { fetch: await countWork(d, "fetch", 1000), request: await countWork(d, "request", 1000) };
   await routes.close();
   const med = (r: Record<Shape, number[]>) => ({ fetch: median(r.fetch), request: median(r.request) });
-  return { hot: med(hot), cold: med(cold), floorHot: med(floorHot), floorCold: med(floorCold), code };
+  return { hot: med(hot), cold: med(cold), floorHot: med(floorHot), floorCold: med(floorCold), code, work };
 }
 
 async function main(): Promise<void> {
@@ -278,6 +322,10 @@ async function main(): Promise<void> {
       `\noptimised meshlink code the calls ran: ${m.code.functions} functions, ${m.code.bytes} bytes`,
     );
     for (const f of m.code.top) console.log(`  ${String(f.bytes).padStart(6)}  ${f.name}`);
+  }
+  console.log("\nmeshlink's work per call (V8 precise coverage over 1 000 calls of each shape):");
+  for (const s of Object.keys(SHAPES) as Shape[]) {
+    console.log(`  ${s.padEnd(8)} ${m.work[s].functions} functions, ${fmt(m.work[s].calls, 1)} calls`);
   }
   const targets: TargetResult[] = [];
   const file = writeResults(NAME, { config: { blocks, hotCalls, coldCalls }, ...m, targets });
