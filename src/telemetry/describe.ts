@@ -1,5 +1,6 @@
 /**
- * `describe()` of one service: where its endpoints came from and how fresh
+ * What `mesh.describe()` returns (the types below), and how one service's
+ * part of it is made: where its endpoints came from and how fresh
  * they are, every endpoint with its health in the router's order, each
  * tier's share of the traffic as the router computes it (spill-over,
  * panic), and each cluster's count of available endpoints. An endpoint's
