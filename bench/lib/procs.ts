@@ -78,7 +78,7 @@ export interface ClientProcess {
   readonly spec: ClientSpec;
   readonly pid: number;
   run(concurrency: number, warmupMs: number, durationMs: number): Promise<RunStats>;
-  /** Starts a series of blocks: empties the totals and collects garbage once. */
+  /** Starts a series of blocks: empties the totals. */
   seriesStart(): Promise<unknown>;
   /** Runs one block; its requests count in the series when `record`. */
   block(concurrency: number, durationMs: number, record: boolean): Promise<BlockStats>;
