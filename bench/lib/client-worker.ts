@@ -267,10 +267,11 @@ async function handle(msg: ClientRequest): Promise<unknown> {
     case "run":
       return run(msg.concurrency, msg.warmupMs, msg.durationMs);
     case "series-start":
-      // No forced GC here: a full collection through `gc()` right before the
-      // measured blocks left every process of `fetch` 20–30 µs per request dearer
-      // for the whole series, and one that carries meshlink some 6 µs more than its
-      // twin (docs/performance.md, "The fetch path, sixth pass"). Services never call it.
+      // No forced GC here: on Node 20, a full collection through `gc()` right
+      // before the measured blocks left every process of `fetch` 20–30 µs per
+      // request dearer for the whole series, and one that carries meshlink some
+      // 6 µs more than its twin (docs/performance.md, "The fetch path, sixth
+      // pass"). Services never call it.
       recorded = 0;
       Object.assign(series, {
         requests: 0,
